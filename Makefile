@@ -1,0 +1,35 @@
+# One command for the demo, one for the tests; each installs what it needs first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-fast install controlplane crd lint clean
+
+demo: $(STAMP)                       ## the offline demo: the whole grid on this machine, then the report
+	$(VENV)/bin/stilts run examples/demo.yaml
+
+test: $(STAMP) controlplane          ## the whole suite, slow tests included (what CI runs)
+	$(PY) -m pytest -ra
+
+test-fast: $(STAMP)                  ## unit tests only
+	$(PY) -m pytest -ra -m "not slow and not cluster"
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt trainer/pyproject.toml operator/pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e trainer -e operator
+	touch $(STAMP)
+
+controlplane:                        ## etcd, kube-apiserver, controller-manager, training operator (cached by version)
+	@if command -v go >/dev/null; then hack/controlplane/build.sh >/dev/null; \
+	else echo "Go not found: the cluster tests will skip (install Go >= 1.26 to run them)"; fi
+
+crd: $(STAMP)                        ## regenerate crds/ from the spec model
+	$(VENV)/bin/stilts crd > crds/stilts.dev_transferexperiments.yaml
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,124 @@
+"""`stilts`: plan, render, run and report a TransferExperiment; print the CRD."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .spec import SpecError, load_experiment
+
+
+def cmd_plan(args) -> int:
+    from .plan import plan
+
+    exp = load_experiment(args.file)
+    jobs = plan(exp.spec)
+    rows = [("hash", "job", "phase", "after", "world")]
+    for j in jobs:
+        rows.append((j.hash[:10], j.name, j.phase, ",".join(d[:10] for d in j.depends_on) or "-",
+                     f"{j.workers}x{j.processes_per_worker}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    phases = {}
+    for j in jobs:
+        phases[j.phase] = phases.get(j.phase, 0) + 1
+    print(f"\n{len(jobs)} jobs: " + ", ".join(f"{n} {p}" for p, n in phases.items()))
+    return 0
+
+
+def cmd_render(args) -> int:
+    """The trainer job.json files the executors would launch (the operator adds Kubernetes objects)."""
+    from .plan import job_json, plan
+
+    exp = load_experiment(args.file)
+    root = args.root.rstrip("/")
+    docs = []
+    for j in plan(exp.spec):
+        out = f"{root}/{exp.name}/{j.hash}"
+        parent = f"{root}/{exp.name}/{j.parent}" if j.parent else None
+        docs.append(job_json(j, out, parent, experiment=exp.name))
+    print(json.dumps(docs, indent=2))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .local import LocalExecutor
+    from .report import write
+
+    exp = load_experiment(args.file)
+    executor = LocalExecutor(exp, root=Path(args.root), nproc=args.nproc, parallel=args.parallel,
+                             checkpoint_every_steps=args.checkpoint_every)
+    try:
+        ok = executor.run()
+    except KeyboardInterrupt:
+        return 130
+    run_dir = executor.dir
+    if any(s.phase == "evaluate" and executor.states[s.hash].status == "succeeded" for s in executor.jobs):
+        print()
+        print(write(run_dir))
+        print(f"report: {run_dir / 'report.txt'}, {run_dir / 'report.json'}, {run_dir / 'heatmap.png'}")
+    if not ok:
+        failed = [s for s in executor.states.values() if s.status in ("failed", "blocked")]
+        print(f"{len(failed)} job(s) did not finish; see their train.log. Run the same command to retry.",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write
+
+    run_dir = Path(args.dir)
+    if not (run_dir / "plan.json").is_file():
+        print(f"stilts: error: {run_dir} has no plan.json (give runs/<experiment>)", file=sys.stderr)
+        return 2
+    print(write(run_dir, args.split))
+    return 0
+
+
+def cmd_crd(args) -> int:
+    from .crd import render
+
+    sys.stdout.write(render())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="stilts", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("plan", help="the experiment's jobs as a table")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_plan)
+    p = sub.add_parser("render", help="the job.json files that would be launched")
+    p.add_argument("file")
+    p.add_argument("--root", default="/workspace", help="checkpoint root (the volume's mount)")
+    p.set_defaults(func=cmd_render)
+    p = sub.add_parser("run", help="run the experiment on this machine, then report")
+    p.add_argument("file")
+    p.add_argument("--root", default="runs", help="checkpoint root (default: ./runs)")
+    p.add_argument("--nproc", type=int, default=1, help="trainer processes per job (torchrun world size)")
+    p.add_argument("--parallel", type=int, default=0, help="jobs at once (default: cores / nproc, "
+                   "at most spec.maxConcurrentJobs)")
+    p.add_argument("--checkpoint-every", type=int, default=100, help="optimizer steps between checkpoints")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("report", help="results table, gains, interaction and heatmap of a run directory")
+    p.add_argument("dir")
+    p.add_argument("--split", choices=["test", "dev"], default="test")
+    p.set_defaults(func=cmd_report)
+    p = sub.add_parser("crd", help="print the TransferExperiment CRD")
+    p.set_defaults(func=cmd_crd)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except SpecError as err:
+        print(f"stilts: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Plan: a pure function from an experiment's spec to a DAG of trainer jobs.
+
+A run is (backbone, intermediate task or `none`, seed); its jobs are the phases
+[pretrain] -> [intermediate] -> target -> evaluate. Each job's hash covers everything that
+determines its output: its own inputs plus its parent's hash. Display names (backbone name,
+experiment name), launch shapes and paths are left out, so identical work is one job: two backbones
+built from the same tiny model share their pretrain job, and a finished job is found again after
+edits and from other experiments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from .spec import TINY_MODELS, Backbone, ExperimentSpec, MoE, PhaseTraining, dump_spec
+
+NONE = "none"  # the baseline's intermediate task
+PHASE_ORDER = ("prefetch", "pretrain", "intermediate", "target", "evaluate")
+
+
+@dataclass(frozen=True)
+class Job:
+    hash: str
+    phase: str
+    backbone: str               # display: the first backbone that needs this job
+    intermediate_task: str      # the run's intermediate task (`none` for the baseline), "" for shared jobs
+    seed: int | None
+    parent: str | None          # hash of the job whose model this one starts from
+    after: tuple[str, ...]      # hashes that must finish first without feeding the hash (prefetch)
+    workers: int
+    processes_per_worker: int
+    body: dict = field(compare=False, hash=False)  # job.json without output/parent paths
+
+    @property
+    def name(self) -> str:
+        parts = [self.backbone, self.intermediate_task or None, f"s{self.seed}" if self.seed is not None else None,
+                 self.phase]
+        return "-".join(p for p in parts if p)
+
+    @property
+    def world_size(self) -> int:
+        return self.workers * self.processes_per_worker
+
+    @property
+    def depends_on(self) -> tuple[str, ...]:
+        return ((self.parent,) if self.parent else ()) + self.after
+
+
+def content_hash(inputs: dict) -> str:
+    canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _hyper(p: PhaseTraining, **override) -> dict:
+    out = p.model_dump(by_alias=True, mode="json")
+    out.update(override)
+    return out
+
+
+def _backbone_body(b: Backbone) -> dict:
+    body = {"name": b.name, "model": b.model, "architecture": b.architecture}
+    if b.architecture == "moe":
+        body["moe"] = (b.moe or MoE()).model_dump(by_alias=True, mode="json")
+    return body
+
+
+def _identity(backbone_body: dict) -> dict:
+    """What of a backbone changes results: not its name."""
+    return {k: v for k, v in backbone_body.items() if k != "name"}
+
+
+class Planner:
+    def __init__(self, spec: ExperimentSpec):
+        self.spec = spec
+        self.jobs: dict[str, Job] = {}
+        self.prefetch: str | None = None
+
+    def add(self, phase: str, backbone: Backbone, body: dict, parent: str | None, *, run_task: str = "",
+            seed: int | None = None, world: tuple[int, int] | None = None) -> str:
+        hashed = {k: v for k, v in body.items() if k != "backbone"}
+        hashed["backbone"] = _identity(body["backbone"])
+        hashed["parent"] = parent
+        h = content_hash(hashed)
+        if h not in self.jobs:
+            workers, procs = world or (backbone.workers, max(1, backbone.gpus_per_worker))
+            after = (self.prefetch,) if self.prefetch and phase != "prefetch" else ()
+            labels = {"backbone": backbone.name, "phase": phase, "intermediateTask": run_task,
+                      "seed": "" if seed is None else str(seed)}
+            self.jobs[h] = Job(h, phase, backbone.name, run_task, seed, parent, after, workers, procs,
+                               {**body, "jobHash": h, "labels": labels})
+        return h
+
+    def common(self, backbone: Backbone) -> dict:
+        return {"backbone": _backbone_body(backbone), "dataSource": self.spec.data_source,
+                "mirror": self.spec.mirror, "deepspeed": self.spec.deepspeed.model_dump(by_alias=True, mode="json")}
+
+    def plan(self) -> list[Job]:
+        spec = self.spec
+        if spec.data_source == "hub":
+            self._plan_prefetch()
+        for backbone in spec.backbones:
+            root = self._plan_backbone_root(backbone)
+            tasks = ([NONE] if spec.baseline else []) + list(spec.intermediate_tasks)
+            for task in tasks:
+                for seed in spec.seeds:
+                    self._plan_run(backbone, root, task, seed)
+        return topological(list(self.jobs.values()))
+
+    def _plan_prefetch(self) -> None:
+        spec = self.spec
+        models = sorted({b.model for b in spec.backbones})
+        tasks = sorted(set(spec.intermediate_tasks) | {spec.target.train_task, spec.target.task})
+        anchor = spec.backbones[0]
+        body = {"phase": "prefetch", **self.common(anchor), "prefetch": {"models": models, "tasks": tasks}}
+        # One CPU process is enough to download.
+        self.prefetch = self.add("prefetch", anchor, body, None, world=(1, 1))
+
+    def _plan_backbone_root(self, backbone: Backbone) -> str | None:
+        """The job whose model the backbone's runs start from (None: the hub checkpoint itself)."""
+        spec = self.spec
+        root = None
+        if backbone.model in TINY_MODELS:
+            # The tiny model is built once from scratch, as dense; MoE backbones upcycle from it.
+            dense = Backbone(name=backbone.name, model=backbone.model, workers=backbone.workers,
+                             gpus_per_worker=backbone.gpus_per_worker)
+            body = {"phase": "pretrain", **self.common(dense), "seed": 0,
+                    "hyperparameters": _hyper(spec.training.pretrain)}
+            root = self.add("pretrain", dense, body, None)
+        if backbone.architecture == "moe" and (backbone.moe or MoE()).upcycle_steps > 0:
+            moe = backbone.moe or MoE()
+            body = {"phase": "pretrain", **self.common(backbone), "seed": 0,
+                    "hyperparameters": _hyper(spec.training.pretrain, maxSteps=moe.upcycle_steps)}
+            root = self.add("pretrain", backbone, body, root)
+        return root
+
+    def _plan_run(self, backbone: Backbone, root: str | None, task: str, seed: int) -> None:
+        spec = self.spec
+        parent = root
+        if task != NONE:
+            body = {"phase": "intermediate", "task": task, **self.common(backbone), "seed": seed,
+                    "hyperparameters": _hyper(spec.training.intermediate)}
+            parent = self.add("intermediate", backbone, body, parent, run_task=task, seed=seed)
+        body = {"phase": "target", "task": spec.target.train_task, **self.common(backbone), "seed": seed,
+                "hyperparameters": _hyper(spec.training.target)}
+        parent = self.add("target", backbone, body, parent, run_task=task, seed=seed)
+        target = spec.training.target
+        body = {"phase": "evaluate", "task": spec.target.task, "languages": list(spec.target.languages),
+                **self.common(backbone), "seed": seed,
+                "hyperparameters": _hyper(target)}
+        self.add("evaluate", backbone, body, parent, run_task=task, seed=seed)
+
+
+def plan(spec: ExperimentSpec) -> list[Job]:
+    return Planner(spec).plan()
+
+
+def topological(jobs: list[Job]) -> list[Job]:
+    """Parents before children; ties in phase order then name, so the order is stable."""
+    by_hash = {j.hash: j for j in jobs}
+    depth: dict[str, int] = {}
+
+    def level(h: str) -> int:
+        if h not in depth:
+            deps = by_hash[h].depends_on
+            depth[h] = 1 + max((level(d) for d in deps), default=-1)
+        return depth[h]
+
+    return sorted(jobs, key=lambda j: (level(j.hash), PHASE_ORDER.index(j.phase), j.name, j.hash))
+
+
+def job_json(job: Job, output: str, parent_dir: str | None, *, experiment: str, metrics_port: int = 0,
+             checkpoint_every_steps: int = 500, cache_dir: str = "") -> dict:
+    """The trainer's job.json for one planned job, once the executor knows the paths."""
+    body = dict(job.body)
+    body.update(experiment=experiment, output=output, parent=parent_dir, metricsPort=metrics_port,
+                checkpointEverySteps=checkpoint_every_steps, cacheDir=cache_dir)
+    return body
+
+
+def spec_fingerprint(spec: ExperimentSpec) -> str:
+    return content_hash(dump_spec(spec))

@@ -1,0 +1,130 @@
+import copy
+
+from hypothesis import given, settings, strategies as st
+
+from stilts import plan as P
+from stilts.spec import INTERMEDIATE_TASKS, XNLI_LANGUAGES, parse_spec
+
+backbone = st.fixed_dictionaries({
+    "model": st.sampled_from(["stilts/tiny-xlmr", "stilts/mini-xlmr"]),
+    "architecture": st.sampled_from(["dense", "moe"]),
+})
+
+
+@st.composite
+def specs(draw):
+    bbs = draw(st.lists(backbone, min_size=1, max_size=3))
+    for i, b in enumerate(bbs):
+        b["name"] = f"b{i}"
+        b["gpusPerWorker"] = 0
+        b["workers"] = 2
+        if b["architecture"] == "moe":
+            b["moe"] = {"experts": 4, "expertParallelSize": 2,
+                        "upcycleSteps": draw(st.sampled_from([0, 10]))}
+    tasks = draw(st.lists(st.sampled_from(INTERMEDIATE_TASKS), unique=True, max_size=3))
+    return {
+        "dataSource": "synthetic",
+        "backbones": bbs,
+        "intermediateTasks": tasks,
+        "baseline": draw(st.booleans()) or not tasks,
+        "seeds": draw(st.lists(st.integers(1, 50), unique=True, min_size=1, max_size=3)),
+        "target": {"languages": draw(st.lists(st.sampled_from(XNLI_LANGUAGES), unique=True, min_size=1, max_size=4))},
+        "training": {"target": {"learningRate": draw(st.sampled_from([1e-5, 2e-5]))}},
+    }
+
+
+@settings(max_examples=60, deadline=None)
+@given(specs())
+def test_plan_is_a_dag_with_parents_first_and_stable_hashes(raw):
+    jobs = P.plan(parse_spec(raw))
+    position = {j.hash: i for i, j in enumerate(jobs)}
+    assert len(position) == len(jobs)
+    for j in jobs:
+        for dep in j.depends_on:
+            assert position[dep] < position[j.hash]
+    assert [j.hash for j in P.plan(parse_spec(copy.deepcopy(raw)))] == [j.hash for j in jobs]
+    # Backbones that differ only by name are the same work: one job per run for all of them.
+    identities = {(b["model"], b["architecture"], str(b.get("moe"))) for b in raw["backbones"]}
+    runs = len(identities) * (len(raw["intermediateTasks"]) + raw["baseline"]) * len(raw["seeds"])
+    assert sum(j.phase == "evaluate" for j in jobs) == runs
+
+
+@settings(max_examples=40, deadline=None)
+@given(specs(), st.sampled_from(["seed", "task"]))
+def test_adding_a_seed_or_task_keeps_every_existing_job(raw, what):
+    before = {j.hash for j in P.plan(parse_spec(raw))}
+    grown = copy.deepcopy(raw)
+    if what == "seed":
+        grown["seeds"].append(max(grown["seeds"]) + 1)
+    else:
+        missing = [t for t in INTERMEDIATE_TASKS if t not in grown["intermediateTasks"]]
+        if not missing:
+            return
+        grown["intermediateTasks"].append(missing[0])
+    after = {j.hash for j in P.plan(parse_spec(grown))}
+    assert before < after
+
+
+@settings(max_examples=40, deadline=None)
+@given(specs())
+def test_hash_changes_with_inputs_that_matter_and_only_downstream(raw):
+    base = {j.name: j.hash for j in P.plan(parse_spec(raw))}
+    changed = copy.deepcopy(raw)
+    changed["training"]["target"]["learningRate"] = 3e-5
+    new = {j.name: j.hash for j in P.plan(parse_spec(changed))}
+    for name, h in base.items():
+        phase = name.rsplit("-", 1)[-1]
+        if phase in ("target", "evaluate"):
+            assert new[name] != h, name
+        else:
+            assert new[name] == h, name
+
+
+def test_display_names_and_launch_shape_do_not_change_hashes():
+    raw = {"dataSource": "synthetic", "backbones": [{"name": "a", "model": "stilts/tiny-xlmr", "gpusPerWorker": 0}],
+           "intermediateTasks": ["qqp"], "seeds": [1]}
+    renamed = copy.deepcopy(raw)
+    renamed["backbones"][0].update(name="b", workers=4)
+    assert [j.hash for j in P.plan(parse_spec(raw))] == [j.hash for j in P.plan(parse_spec(renamed))]
+
+
+def test_backbones_from_one_tiny_model_share_its_pretrain_and_moe_upcycles_from_it():
+    spec = parse_spec({"dataSource": "synthetic", "intermediateTasks": ["qqp"], "seeds": [1], "backbones": [
+        {"name": "dense", "model": "stilts/tiny-xlmr", "gpusPerWorker": 0},
+        {"name": "moe", "model": "stilts/tiny-xlmr", "architecture": "moe", "workers": 2, "gpusPerWorker": 0,
+         "moe": {"experts": 4, "expertParallelSize": 2, "upcycleSteps": 50}}]})
+    jobs = P.plan(spec)
+    pretrains = [j for j in jobs if j.phase == "pretrain"]
+    assert len(pretrains) == 2
+    dense_root = next(j for j in pretrains if j.body["backbone"]["architecture"] == "dense")
+    upcycle = next(j for j in pretrains if j.body["backbone"]["architecture"] == "moe")
+    assert upcycle.parent == dense_root.hash and upcycle.body["hyperparameters"]["maxSteps"] == 50
+    firsts = [j for j in jobs if j.phase in ("intermediate", "target") and j.parent in (dense_root.hash, upcycle.hash)]
+    assert {j.backbone for j in firsts if j.parent == upcycle.hash} == {"moe"}
+
+
+def test_hub_experiments_prefetch_first_without_changing_hashes():
+    raw = {"backbones": [{"name": "d", "model": "FacebookAI/xlm-roberta-large"}], "intermediateTasks": ["qqp"],
+           "seeds": [1]}
+    jobs = P.plan(parse_spec(raw))
+    assert jobs[0].phase == "prefetch"
+    assert jobs[0].body["prefetch"] == {"models": ["FacebookAI/xlm-roberta-large"], "tasks": ["mnli", "qqp", "xnli"]}
+    assert all(jobs[0].hash in j.after for j in jobs[1:])
+    more = copy.deepcopy(raw)
+    more["intermediateTasks"].append("anli")
+    kept = {j.hash for j in P.plan(parse_spec(more)) if j.phase != "prefetch"}
+    assert {j.hash for j in jobs if j.phase != "prefetch"} <= kept
+
+
+@settings(max_examples=25, deadline=None)
+@given(raw=specs())
+def test_every_planned_job_is_a_valid_trainer_job(raw, tmp_path_factory):
+    from stilts_trainer.job import parse
+    root = tmp_path_factory.mktemp("jobs")
+    for j in P.plan(parse_spec(raw)):
+        parent = None
+        if j.parent:  # the trainer checks the parent is complete
+            parent = root / j.parent
+            parent.mkdir(exist_ok=True)
+            (parent / "COMPLETE").write_text("{}")
+        parse(P.job_json(j, str(root / j.hash), str(parent) if parent else None, experiment="x"))

@@ -1,0 +1,140 @@
+"""Real trainer processes: the chain across 2 torchrun processes, the encoder hand-off, preemption."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from stilts_trainer.synthetic import XNLI_LANGUAGES
+from tests.conftest import job_body, run_trainer, trainer_command
+
+pytestmark = pytest.mark.slow
+
+
+def weights(model_dir):
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+def test_chain_on_two_processes_writes_results_for_fifteen_languages(tmp_path, pretrained):
+    inter, target, evaluate = tmp_path / "inter", tmp_path / "target", tmp_path / "eval"
+    r = run_trainer(job_body("intermediate", inter, pretrained, task="qqp",
+                             hyperparameters={"maxTrainExamples": 2000}), tmp_path, nproc=2, name="i.json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run_trainer(job_body("target", target, inter, task="mnli"), tmp_path, nproc=2, name="t.json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    metrics = json.loads((target / "metrics.json").read_text())
+    assert metrics["devAccuracy"] > 0.6, metrics  # chance is 0.33
+    termination = tmp_path / "termination-log"
+    termination.touch()
+    r = run_trainer(job_body("evaluate", evaluate, target, task="xnli"), tmp_path, nproc=2, name="e.json",
+                    env={"STILTS_TERMINATION_LOG": str(termination)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = json.loads((evaluate / "results.json").read_text())
+    assert sorted(results["languages"]) == sorted(XNLI_LANGUAGES)
+    assert all(set(v) == {"dev", "test"} for v in results["languages"].values())
+    assert results["languages"]["en"]["test"] > 0.6
+    summary = json.loads(termination.read_text())
+    assert summary["phase"] == "evaluate" and summary["test"]["en"] == results["languages"]["en"]["test"]
+    assert len(termination.read_text()) < 4096
+    for out in (inter, target, evaluate):
+        assert json.loads((out / "COMPLETE").read_text())["worldSize"] == 2
+        assert not (out / "checkpoints").exists()
+
+
+def test_next_phase_starts_from_the_previous_encoder_and_drops_its_head(tmp_path, pretrained):
+    out = tmp_path / "target"
+    job = job_body("target", out, pretrained, task="mnli",
+                   hyperparameters={"learningRate": 1e-12, "maxSteps": 3, "evalEverySteps": 1000})
+    r = run_trainer(job, tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    before, after = weights(pretrained / "model"), weights(out / "model")
+    assert not any(k.startswith("lm_head") for k in after), "the masked-LM head is not inherited"
+    compared = 0
+    for key, value in after.items():
+        source = before.get(key) if key in before else before.get("roberta." + key)
+        assert source is not None, key
+        assert torch.allclose(source, value, atol=1e-6), key
+        compared += 1
+    assert compared > 20
+    assert (out / "model" / "head.pt").exists()
+
+
+def _wait_for(path, process, timeout=300):
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert process.poll() is None, "the job ended before the checkpoint appeared"
+        assert time.time() < deadline
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("tear_newest", [False, True], ids=["killed", "killed-and-newest-shard-torn"])
+def test_killed_job_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path, pretrained, tear_newest):
+    hp = {"maxTrainExamples": 1600, "evalEverySteps": 10, "evalExamples": 100, "earlyStoppingPatience": 100}
+    reference = tmp_path / "reference"
+    r = run_trainer(job_body("target", reference, pretrained, task="mnli", hyperparameters=hp,
+                             checkpointEverySteps=10), tmp_path, name="ref.json")
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    out = tmp_path / "preempted"
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(job_body("target", out, pretrained, task="mnli", hyperparameters=hp,
+                                        checkpointEverySteps=10)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(trainer_command(path), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    _wait_for(out / "checkpoints" / "step-30" / "COMMITTED", process)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (out / "COMPLETE").exists()
+    if tear_newest:
+        newest = max((out / "checkpoints").glob("step-*/COMMITTED"), key=lambda p: int(p.parent.name[5:])).parent
+        shard = next(newest.glob("*model_states.pt"))
+        shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    r = subprocess.run(trainer_command(path), env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resumed at step" in r.stderr
+    if tear_newest:
+        assert "unreadable" in r.stderr
+    a, b = weights(reference / "model"), weights(out / "model")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    ref_metrics = json.loads((reference / "metrics.json").read_text())
+    got_metrics = json.loads((out / "metrics.json").read_text())
+    assert got_metrics["devAccuracy"] == ref_metrics["devAccuracy"]
+    assert got_metrics["bestStep"] == ref_metrics["bestStep"]
+
+
+def test_a_resume_that_finds_only_unreadable_checkpoints_refuses_to_start_over(tmp_path, pretrained):
+    out = tmp_path / "out"
+    job = job_body("target", out, pretrained, task="mnli", checkpointEverySteps=10,
+                   hyperparameters={"maxTrainExamples": 800, "maxSteps": 20})
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(job))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(trainer_command(path), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    _wait_for(out / "checkpoints" / "step-10" / "COMMITTED", process)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    for shard in (out / "checkpoints").glob("step-*/*model_states.pt"):
+        shard.write_bytes(b"")
+    r = subprocess.run(trainer_command(path), env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0
+    assert "refusing to restart from step 0" in r.stderr
+    assert not (out / "COMPLETE").exists()
+
+
+def test_a_finished_job_is_not_run_again(tmp_path, pretrained):
+    r = run_trainer(job_body("evaluate", tmp_path / "e", pretrained, task="xnli", languages=["en"]), tmp_path)
+    # pretrained has no classification head: evaluating it fails, so success below proves no rerun
+    assert r.returncode != 0
+    (tmp_path / "e").mkdir(exist_ok=True)
+    (tmp_path / "e" / "COMPLETE").write_text(json.dumps({"phase": "evaluate"}))
+    r = run_trainer(job_body("evaluate", tmp_path / "e", pretrained, task="xnli", languages=["en"]), tmp_path)
+    assert r.returncode == 0 and "already complete" in r.stderr

@@ -1,0 +1,110 @@
+import pytest
+import torch
+
+from stilts_trainer import data, synthetic, tasks
+
+
+def test_schedule_and_accumulation():
+    s = data.schedule(1000, 32, 4, 2)
+    assert s.accumulation == 4 and s.micro_batches_per_epoch % 4 == 0 and s.steps_per_epoch == 31
+    with pytest.raises(ValueError, match="batchSize"):
+        data.schedule(1000, 30, 4, 2)
+    with pytest.raises(ValueError, match="larger than the training set"):
+        data.schedule(10, 32, 4, 2)
+
+
+def test_epoch_batches_partition_the_data_across_ranks_and_repeat_on_restart():
+    s = data.schedule(100, 8, 2, 2)
+    ranks = [data.epoch_batches(100, s, seed=1, epoch=0, rank=r) for r in range(2)]
+    seen = [i for r in ranks for b in r for i in b]
+    assert len(seen) == len(set(seen)) == s.micro_batches_per_epoch * 4
+    assert ranks[0] == data.epoch_batches(100, s, seed=1, epoch=0, rank=0)
+    assert ranks[0] != data.epoch_batches(100, s, seed=1, epoch=1, rank=0)
+
+
+@pytest.mark.parametrize("n, world", [(0, 2), (1, 2), (7, 2), (10, 3), (33, 4)])
+def test_eval_batches_give_every_rank_the_same_number_of_passes(n, world):
+    lengths = [((i * 37) % 50) + 1 for i in range(n)]
+    per_rank = [data.eval_batches(lengths, 4, r, world) for r in range(world)]
+    assert len({len(b) for b in per_rank}) == 1
+    covered = sorted(i for r in per_rank for b in r for i in b)
+    assert covered == list(range(n))
+    for batches in per_rank:  # length-sorted: padding stays small
+        for b in batches:
+            if b:
+                assert max(lengths[i] for i in b) - min(lengths[i] for i in b) <= 50
+
+
+def test_collate_pads_to_the_longest_in_the_batch():
+    batch = data.collate([{"input_ids": [5, 6, 7], "label": 1}, {"input_ids": [5], "label": 0}], pad_id=1)
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 1, 1]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch["labels"].tolist() == [1, 0]
+
+
+def test_mask_tokens_never_masks_padding_or_specials():
+    class Tok:
+        all_special_ids = [0, 1, 2]
+        mask_token_id = 4
+        def __len__(self):
+            return 100
+    ids = torch.tensor([[0, 10, 11, 12, 13, 2, 1, 1]] * 64)
+    mask = (ids != 1).long()
+    out = data.mask_tokens({"input_ids": ids, "attention_mask": mask}, Tok(), 0.5, torch.Generator().manual_seed(0))
+    chosen = out["labels"] != -100
+    assert not chosen[:, [0, 5, 6, 7]].any()
+    assert 0.3 < chosen[:, 1:5].float().mean() < 0.7
+    assert (out["input_ids"][chosen] == 4).float().mean() > 0.6
+
+
+def write_hub_layout(mirror, dataset_id, splits_by_config: dict[str, dict[str, list[dict]]]):
+    """A mirror root holding a dataset in the hub's own layout: <mirror>/datasets/<id>/<config>/<split>-*.parquet
+    with the README `configs` block the hub uses to map files to configs and splits."""
+    import datasets
+    root = mirror / "datasets" / dataset_id
+    lines = ["---", "configs:"]
+    for config, splits in splits_by_config.items():
+        (root / config).mkdir(parents=True, exist_ok=True)
+        lines += [f"- config_name: {config}", "  data_files:"]
+        for split, rows in splits.items():
+            datasets.Dataset.from_list(rows).to_parquet(str(root / config / f"{split}-00000-of-00001.parquet"))
+            lines += [f"  - split: {split}", f"    path: {config}/{split}-*.parquet"]
+    (root / "README.md").write_text("\n".join(lines + ["---", ""]))
+
+
+def test_hub_loader_reads_a_mirror_in_hub_layout_with_the_same_conversion(tmp_path):
+    rows = synthetic.nli_examples(5, 40)
+    rows_with_unlabelled = rows + [{"premise": "a", "hypothesis": "b", "label": -1}]
+    write_hub_layout(tmp_path, "nyu-mll/glue", {"mnli": {"train": rows_with_unlabelled,
+                                                         "validation_matched": rows[:10]}})
+    got = data.load_examples("mnli", "train", "hub", 1, mirror=str(tmp_path), cache_dir=str(tmp_path / "cache"))
+    assert len(got) == 40, "the unlabelled row is dropped"
+    assert got[0] == {"text_a": rows[0]["premise"], "text_b": rows[0]["hypothesis"], "label": rows[0]["label"]}
+    assert len(data.load_examples("mnli", "dev", "hub", 1, mirror=str(tmp_path), cache_dir=str(tmp_path / "c"))) == 10
+
+
+def test_hub_dataset_with_the_wrong_schema_fails_naming_the_field(tmp_path):
+    rows = [{"sentence1": "a", "sentence2": "b", "label": 0}]
+    write_hub_layout(tmp_path, "nyu-mll/glue", {"qqp": {"train": rows}})
+    with pytest.raises(data.DataError, match="lacks field 'question1'"):
+        data.load_examples("qqp", "train", "hub", 1, mirror=str(tmp_path), cache_dir=str(tmp_path / "cache"))
+
+
+def test_out_of_range_label_is_refused():
+    task = tasks.get("qqp")
+    bad = tasks.Task(**{**task.__dict__, "name": "qqp_bad",
+                        "synthetic": lambda split, seed, lang: [{"question1": "a", "question2": "b", "label": 7}]})
+    tasks.register(bad)
+    try:
+        with pytest.raises(data.DataError, match="field 'label' is 7"):
+            data.load_examples("qqp_bad", "train", "synthetic", 1)
+    finally:
+        tasks._REGISTRY.pop("qqp_bad")
+
+
+def test_every_task_has_synthetic_data_in_its_hub_schema():
+    for name in tasks.names():
+        task = tasks.get(name)
+        for split in task.hub:
+            records = task.synthetic(split, 1, task.languages[0])
+            assert records and all(f in records[0] for f in task.fields), (name, split)

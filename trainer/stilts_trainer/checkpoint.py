@@ -1,0 +1,61 @@
+"""Commit markers. A directory counts only once its marker exists, written last and atomically
+(temp file, fsync, rename, fsync of the directory) the way torch.distributed.checkpoint commits.
+DeepSpeed's own `latest` file is not a commit: rank 0 writes it before other ranks finish."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+COMPLETE = "COMPLETE"
+COMMITTED = "COMMITTED"
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_json_atomic(path: str | Path, data) -> None:
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def is_complete(directory: str | Path) -> bool:
+    return (Path(directory) / COMPLETE).is_file()
+
+
+def mark_complete(directory: str | Path, summary: dict) -> None:
+    write_json_atomic(Path(directory) / COMPLETE, summary)
+
+
+def committed_checkpoints(root: str | Path) -> list[Path]:
+    """Committed step checkpoints under root, oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / COMMITTED).is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def replace_dir(src: Path, dst: Path) -> None:
+    """Swap a fully written directory into place; a crash leaves either the old or the new one."""
+    old = dst.with_name(dst.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if dst.exists():
+        os.replace(dst, old)
+    os.replace(src, dst)
+    if old.exists():
+        shutil.rmtree(old)

@@ -1,0 +1,253 @@
+"""The DeepSpeed training loop shared by every training phase.
+
+One loop: seeded data order sharded by rank, gradient accumulation, warmup + linear decay,
+clipping, evaluation on an English dev subset every N steps with early stopping, the best model
+written as the phase's output, and step checkpoints that a restarted job resumes from exactly
+(optimizer, scheduler, RNG and data position), committed by our own marker.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+
+from . import data
+from .checkpoint import COMMITTED, committed_checkpoints, replace_dir, write_atomic
+from .job import Job
+
+log = logging.getLogger("stilts_trainer")
+LOG_EVERY_STEPS = 50
+
+
+@dataclass
+class Context:
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_distributed() -> Context:
+    """Join the process group torchrun (or a PyTorchJob) set up; alone, make a group of one."""
+    import deepspeed
+
+    if "RANK" not in os.environ:
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=str(_free_port()))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if not dist.is_initialized():
+        deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo", verbose=False)
+    return Context(dist.get_rank(), dist.get_world_size(), local_rank, device)
+
+
+def deepspeed_config(job: Job, sched: data.Schedule, total_steps: int, device: torch.device) -> dict:
+    hp = job.hyperparameters
+    bf16 = job.deepspeed.precision == "bf16" and device.type == "cuda"
+    fp16 = job.deepspeed.precision == "fp16" and device.type == "cuda"
+    return {
+        "train_batch_size": hp.batch_size,
+        "train_micro_batch_size_per_gpu": hp.micro_batch_size,
+        "gradient_accumulation_steps": sched.accumulation,
+        "gradient_clipping": hp.max_grad_norm,
+        "optimizer": {"type": "AdamW", "params": {"lr": hp.learning_rate, "eps": hp.adam_epsilon,
+                                                   "weight_decay": hp.weight_decay, "torch_adam": True}},
+        "scheduler": {"type": "WarmupDecayLR", "params": {
+            "total_num_steps": max(total_steps, 1), "warmup_min_lr": 0.0, "warmup_max_lr": hp.learning_rate,
+            "warmup_num_steps": max(1, round(hp.warmup_ratio * total_steps)), "warmup_type": "linear"}},
+        "zero_optimization": {"stage": job.deepspeed.zero_stage},
+        "bf16": {"enabled": bf16},
+        "fp16": {"enabled": fp16},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+@dataclass
+class LoopState:
+    step: int = 0
+    best: float | None = None
+    best_step: int = 0
+    evals_without_gain: int = 0
+    stopped_early: bool = False
+    history: list = field(default_factory=list)
+
+
+Evaluator = Callable[[torch.nn.Module], float]
+
+
+def evaluate_accuracy(module: torch.nn.Module, items: list[dict], batch_size: int, pad_id: int,
+                      ctx: Context) -> tuple[float, list[int]]:
+    """Accuracy over `items` on all ranks (length-sorted, dynamic padding); also the predictions."""
+    lengths = [len(i["input_ids"]) for i in items]
+    mine = data.eval_batches(lengths, batch_size, ctx.rank, ctx.world)
+    predictions: dict[int, int] = {}
+    was_training = module.training
+    module.eval()
+    with torch.no_grad():
+        for indices in mine:
+            # An empty batch still runs a forward pass: ranks stay in step (expert parallelism).
+            batch = data.collate([items[i] for i in indices] if indices else [items[0]], pad_id)
+            logits = module(input_ids=batch["input_ids"].to(ctx.device),
+                            attention_mask=batch["attention_mask"].to(ctx.device))["logits"]
+            for i, p in zip(indices, logits.argmax(-1).tolist()):
+                predictions[i] = p
+    module.train(was_training)
+    gathered = [None] * ctx.world
+    dist.all_gather_object(gathered, predictions)
+    merged = {k: v for part in gathered for k, v in part.items()}
+    preds = [merged[i] for i in range(len(items))]
+    correct = sum(int(p == i["label"]) for p, i in zip(preds, items))
+    return correct / max(1, len(items)), preds
+
+
+def train(job: Job, ctx: Context, model: torch.nn.Module, items: list[dict], pad_id: int,
+          save_best: Callable[[torch.nn.Module], None], evaluator: Evaluator | None = None,
+          batch_transform: Callable[[dict, torch.Generator], dict] | None = None,
+          metrics=None, param_groups=None) -> LoopState:
+    """Train `model` on encoded `items`; returns the loop's final state. With an evaluator, the best
+    model by its score is saved (early stopping); without one (MLM), the last."""
+    import deepspeed
+
+    hp = job.hyperparameters
+    sched = data.schedule(len(items), hp.batch_size, hp.micro_batch_size, ctx.world)
+    total = hp.max_steps or math.ceil(hp.epochs * sched.steps_per_epoch)
+    torch.manual_seed(job.seed * 1000 + ctx.rank)
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=param_groups or model.parameters(),
+                                      config=deepspeed_config(job, sched, total, ctx.device))
+    out = Path(job.output)
+    ckpt_root = out / "checkpoints"
+    state = LoopState()
+    generator = torch.Generator().manual_seed(job.seed * 7919 + ctx.rank)
+    resumed = _resume(engine, ckpt_root, ctx, generator)
+    if resumed is not None:
+        state = resumed
+        log.info("resumed at step %d of %d", state.step, total)
+
+    def evaluate_and_select():
+        score = evaluator(engine.module)
+        state.history.append({"step": state.step, "score": score})
+        if state.best is None or score > state.best:
+            state.best, state.best_step, state.evals_without_gain = score, state.step, 0
+            save_best(engine.module)
+        else:
+            state.evals_without_gain += 1
+        if metrics:
+            metrics.dev_score(score)
+        log.info("step %d: dev %.4f (best %.4f at %d)", state.step, score, state.best, state.best_step)
+        if state.evals_without_gain >= hp.early_stopping_patience:
+            state.stopped_early = True
+
+    engine.train()
+    micro = state.step * sched.accumulation
+    tokens, started = 0, time.perf_counter()
+    while state.step < total and not state.stopped_early:
+        epoch, position = divmod(micro, sched.micro_batches_per_epoch)
+        batches = data.epoch_batches(len(items), sched, job.seed, epoch, ctx.rank)
+        for indices in batches[position:]:
+            batch = data.collate([items[i] for i in indices], pad_id)
+            if batch_transform:
+                batch = batch_transform(batch, generator)
+            batch = {k: v.to(ctx.device) for k, v in batch.items()}
+            loss = engine(**batch)["loss"]
+            engine.backward(loss)
+            engine.step()
+            micro += 1
+            tokens += int(batch["attention_mask"].sum())
+            if micro % sched.accumulation:
+                continue
+            state.step += 1
+            if ctx.is_main and (state.step % LOG_EVERY_STEPS == 0 or state.step == 1):
+                log.info("step %d/%d loss %.4f lr %.2e", state.step, total, float(loss), engine.get_lr()[0])
+            if metrics and ctx.is_main:
+                elapsed = time.perf_counter() - started
+                metrics.step(state.step, loss.item(), engine.get_lr()[0], tokens * ctx.world / max(elapsed, 1e-9))
+            if evaluator and state.step % hp.eval_every_steps == 0:
+                evaluate_and_select()
+            if state.step % job.checkpoint_every_steps == 0 and state.step < total:
+                _save_checkpoint(engine, ckpt_root, state, ctx, generator)
+            if state.step >= total or state.stopped_early:
+                break
+    if evaluator is None:
+        save_best(engine.module)
+    elif not state.history or state.history[-1]["step"] != state.step:
+        evaluate_and_select()  # the end of training always counts as a candidate
+    dist.barrier()
+    return state
+
+
+def _rng_file(directory: Path, rank: int) -> Path:
+    return directory / f"rng-rank{rank}.pt"
+
+
+def _save_checkpoint(engine, root: Path, state: LoopState, ctx: Context, generator: torch.Generator) -> None:
+    tag = f"step-{state.step}"
+    engine.save_checkpoint(str(root), tag=tag, client_state={"loop": state.__dict__})
+    torch.save({"torch": torch.get_rng_state(), "generator": generator.get_state(),
+                "cuda": torch.cuda.get_rng_state() if ctx.device.type == "cuda" else None},
+               _rng_file(root / tag, ctx.rank))
+    dist.barrier()  # every rank's shards and RNG are on disk before the commit
+    if ctx.is_main:
+        write_atomic(root / tag / COMMITTED, f"{state.step}\n")
+        for old in committed_checkpoints(root)[:-2]:  # keep two: the newest may prove unreadable
+            shutil.rmtree(old, ignore_errors=True)
+    dist.barrier()
+
+
+def _resume(engine, root: Path, ctx: Context, generator: torch.Generator) -> LoopState | None:
+    """Load the newest committed checkpoint that loads; never silently start over when some exist."""
+    candidates = committed_checkpoints(root)
+    errors = []
+    for ckpt in reversed(candidates):
+        try:
+            path, client = engine.load_checkpoint(str(root), tag=ckpt.name, load_module_strict=True)
+            if path is None or client is None:
+                raise RuntimeError("DeepSpeed found no loadable state")
+            rng = torch.load(_rng_file(ckpt, ctx.rank), weights_only=False)
+        except Exception as err:  # a torn or truncated shard: fall back to the previous commit
+            errors.append(f"{ckpt.name}: {err}")
+            log.warning("checkpoint %s unreadable (%s); trying an older one", ckpt.name, err)
+            continue
+        torch.set_rng_state(rng["torch"])
+        generator.set_state(rng["generator"])
+        if rng["cuda"] is not None:
+            torch.cuda.set_rng_state(rng["cuda"])
+        return LoopState(**client["loop"])
+    if candidates:
+        raise RuntimeError("no committed checkpoint could be loaded, refusing to restart from step 0: "
+                           + "; ".join(errors))
+    return None
+
+
+def save_on_main(ctx: Context, directory: Path, write: Callable[[Path], None]) -> None:
+    """Rank 0 writes a directory beside its destination, then swaps it in whole."""
+    if ctx.is_main:
+        tmp = directory.with_name(directory.name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        write(tmp)
+        replace_dir(tmp, directory)

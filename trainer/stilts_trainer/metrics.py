@@ -1,0 +1,38 @@
+"""Trainer metrics on rank 0 (Prometheus), served while a phase runs when the job names a port."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+LABELS = ("experiment", "job_hash", "phase", "backbone", "task")
+
+
+class TrainerMetrics:
+    def __init__(self, labels: dict[str, str], port: int = 0, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        self._labels = labels
+
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(name, doc, LABELS, registry=self.registry).labels(**labels)
+
+        self.loss = gauge("stilts_trainer_loss", "Training loss of the last optimizer step")
+        self.steps = gauge("stilts_trainer_step", "Optimizer steps done in this phase")
+        self.tokens_per_second = gauge("stilts_trainer_tokens_per_second", "Non-padding tokens per second, all ranks")
+        self.learning_rate = gauge("stilts_trainer_learning_rate", "Current learning rate")
+        self.dev = gauge("stilts_trainer_dev_score", "Last English dev score used for model selection")
+        self.server = None
+        if port:
+            self.server, _ = start_http_server(port, registry=self.registry)
+
+    def step(self, step: int, loss: float, lr: float, tokens_per_second: float) -> None:
+        self.steps.set(step)
+        self.loss.set(loss)
+        self.learning_rate.set(lr)
+        self.tokens_per_second.set(tokens_per_second)
+
+    def dev_score(self, score: float) -> None:
+        self.dev.set(score)
+
+    def close(self) -> None:
+        if self.server:
+            self.server.shutdown()
