@@ -19,10 +19,10 @@ def _convert(node: dict, defs: dict) -> dict:
     if "$ref" in node:
         ref = defs[node.pop("$ref").split("/")[-1]]
         node = {**copy.deepcopy(ref), **node}
-    if "anyOf" in node:  # Optional[X] -> X, nullable
+    if "anyOf" in node:  # Optional[X] -> X, nullable; the outer node adds description/default
         options = [o for o in node.pop("anyOf") if o.get("type") != "null"]
-        node = {**_convert(options[0], defs), **{k: v for k, v in node.items() if k != "title"}}
-        node["nullable"] = True
+        outer = _convert(node, defs)
+        return {**_convert(options[0], defs), **outer, "nullable": True}
     if "const" in node:
         node["enum"] = [node.pop("const")]
     out: dict = {}

@@ -61,6 +61,7 @@ class LocalExecutor:
     parallel: int = 0
     checkpoint_every_steps: int = 100
     echo: bool = True
+    trainer: list[str] = field(default_factory=lambda: [sys.executable, "-m", "stilts_trainer"])
     states: dict[str, JobState] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -125,12 +126,11 @@ class LocalExecutor:
                         checkpoint_every_steps=self.checkpoint_every_steps)
         (out / "job.json").write_text(json.dumps(body, indent=2))
         nproc = self.nproc if job.phase != "prefetch" else 1
-        if nproc > 1:
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-                   "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
-                   "-m", "stilts_trainer", "--job", str(out / "job.json")]
-        else:
-            cmd = [sys.executable, "-m", "stilts_trainer", "--job", str(out / "job.json")]
+        cmd = [*self.trainer, "--job", str(out / "job.json")]
+        if nproc > 1:  # torchrun runs the same module: python -m torch.distributed.run ... -m stilts_trainer
+            launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+                        "--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
+            cmd = launcher + cmd[1:] if cmd[0] == sys.executable else launcher + ["--no-python"] + cmd
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "PYTHONUNBUFFERED": "1"}
         s.log = out / "train.log"
         with open(s.log, "a") as log:

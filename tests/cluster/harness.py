@@ -1,0 +1,273 @@
+"""A real control plane on loopback, the way controller-runtime's envtest does it: etcd,
+kube-apiserver, kube-controller-manager (owner-reference garbage collection) and the Kubeflow
+training operator, all built from Go modules by hack/controlplane/build.sh. No kubelet runs, so a
+small pod simulator moves pods through their phases on the test's command."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(os.environ.get("STILTS_CACHE_DIR", Path.home() / ".cache" / "stilts")) / "controlplane" / "bin"
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "training-operator")
+PYTORCHJOB_CRD = BIN / "kubeflow.org_pytorchjobs.yaml"
+OUR_CRD = REPO / "crds" / "stilts.dev_transferexperiments.yaml"
+ADMIN_TOKEN = "stilts-admin-token"
+USER_TOKEN = "stilts-user-token"
+
+
+def missing_binaries() -> list[str]:
+    return [b for b in BINARIES if not (BIN / b).is_file()]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen
+    log: Path
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait()
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+
+def start(name: str, args: list[str], workdir: Path, env: dict | None = None) -> Process:
+    log = workdir / f"{name}.log"
+    handle = open(log, "w")
+    popen = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True,
+                             env={**os.environ, **(env or {})})
+    return Process(name, popen, log)
+
+
+def wait_until(predicate, timeout: float, what: str, process: Process | None = None, interval: float = 0.2):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process is not None and not process.alive():
+            raise RuntimeError(f"{process.name} exited while waiting for {what}:\n{process.log.read_text()[-3000:]}")
+        try:
+            result = predicate()
+            if result:
+                return result
+        except Exception:  # noqa: BLE001 - not ready yet
+            pass
+        time.sleep(interval)
+    tail = process.log.read_text()[-3000:] if process else ""
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}\n{tail}")
+
+
+@dataclass
+class ControlPlane:
+    workdir: Path
+    processes: list[Process] = field(default_factory=list)
+    url: str = ""
+    kubeconfig: Path | None = None
+    user_kubeconfig: Path | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def start(self, controller_manager: bool = True) -> "ControlPlane":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._start_etcd()
+        self._start_apiserver()
+        if controller_manager:
+            self._start_controller_manager()
+        return self
+
+    def stop(self) -> None:
+        for p in reversed(self.processes):
+            p.stop()
+        self.processes.clear()
+
+    def _start_etcd(self) -> None:
+        client, peer = free_port(), free_port()
+        self.etcd_url = f"http://127.0.0.1:{client}"
+        p = start("etcd", [str(BIN / "etcd"), "--data-dir", str(self.workdir / "etcd"),
+                           "--listen-client-urls", self.etcd_url, "--advertise-client-urls", self.etcd_url,
+                           "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+                           "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+                           "--initial-cluster", f"default=http://127.0.0.1:{peer}",
+                           "--unsafe-no-fsync", "--log-level", "warn"], self.workdir)
+        self.processes.append(p)
+        import urllib.request
+        wait_until(lambda: urllib.request.urlopen(self.etcd_url + "/health", timeout=1).status == 200, 30,
+                   "etcd health", p)
+
+    def _start_apiserver(self) -> None:
+        w = self.workdir
+        sa_key = w / "sa.key"
+        subprocess.run(["openssl", "genrsa", "-out", str(sa_key), "2048"], check=True, capture_output=True)
+        subprocess.run(["openssl", "rsa", "-in", str(sa_key), "-pubout", "-out", str(w / "sa.pub")], check=True,
+                       capture_output=True)
+        (w / "tokens.csv").write_text(f'{ADMIN_TOKEN},admin,admin-uid,"system:masters"\n'
+                                      f"{USER_TOKEN},alice,alice-uid\n")
+        port = free_port()
+        self.url = f"https://127.0.0.1:{port}"
+        p = start("kube-apiserver", [
+            str(BIN / "kube-apiserver"), "--etcd-servers", self.etcd_url, "--cert-dir", str(w / "certs"),
+            "--secure-port", str(port), "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1", "--endpoint-reconciler-type", "none",
+            "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
+            "--service-account-key-file", str(w / "sa.pub"), "--service-account-signing-key-file", str(sa_key),
+            "--token-auth-file", str(w / "tokens.csv"), "--authorization-mode", "RBAC",
+            "--service-cluster-ip-range", "10.0.0.0/24", "--disable-admission-plugins", "ServiceAccount",
+            "--allow-privileged=true", "--v", "1"], w)
+        self.processes.append(p)
+        self.kubeconfig = self._write_kubeconfig("admin", ADMIN_TOKEN)
+        self.user_kubeconfig = self._write_kubeconfig("alice", USER_TOKEN)
+        wait_until(self._ready, 60, "kube-apiserver /readyz", p)
+
+    def _ready(self) -> bool:
+        import ssl
+        import urllib.request
+        req = urllib.request.Request(self.url + "/readyz", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        return urllib.request.urlopen(req, context=ctx, timeout=2).read() == b"ok"
+
+    def _write_kubeconfig(self, user: str, token: str) -> Path:
+        path = self.workdir / f"kubeconfig-{user}"
+        path.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "stilts-test",
+            "clusters": [{"name": "stilts-test", "cluster": {"server": self.url, "insecure-skip-tls-verify": True}}],
+            "users": [{"name": user, "user": {"token": token}}],
+            "contexts": [{"name": "stilts-test", "context": {"cluster": "stilts-test", "user": user,
+                                                            "namespace": "default"}}],
+        }))
+        return path
+
+    def _start_controller_manager(self) -> None:
+        p = start("kube-controller-manager", [
+            str(BIN / "kube-controller-manager"), "--kubeconfig", str(self.kubeconfig),
+            "--controllers", "garbagecollector,namespace", "--leader-elect=false",
+            "--bind-address", "127.0.0.1", "--secure-port", str(free_port()),
+            "--authentication-skip-lookup", "--authorization-always-allow-paths", "/healthz,/readyz,/livez,/metrics",
+            "--v", "1"], self.workdir)
+        self.processes.append(p)
+
+    # -- clients ------------------------------------------------------------------------------------
+    def api_client(self, user: str = "admin"):
+        from kubernetes import client, config
+        path = self.kubeconfig if user == "admin" else self.user_kubeconfig
+        return config.new_client_from_config(config_file=str(path))
+
+    def apply_crd(self, path: Path) -> str:
+        from kubernetes import client
+        from kubernetes.client.rest import ApiException
+        doc = yaml.safe_load(path.read_text())
+        api = client.ApiextensionsV1Api(self.api_client())
+        try:
+            api.create_custom_resource_definition(doc)
+        except ApiException as err:
+            if err.status != 409:
+                raise
+        name = doc["metadata"]["name"]
+
+        def established():
+            crd = api.read_custom_resource_definition(name)
+            return any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or [])
+        wait_until(established, 30, f"CRD {name} established")
+        return name
+
+    def kubectl_env(self) -> dict:
+        return {"KUBECONFIG": str(self.kubeconfig)}
+
+
+@dataclass
+class TrainingOperator:
+    """The Kubeflow training operator run out of cluster (see shared notes, control-plane.md)."""
+    plane: ControlPlane
+    namespace: str = "kubeflow"
+    process: Process | None = None
+
+    def start(self) -> "TrainingOperator":
+        from kubernetes import client
+        from kubernetes.client.rest import ApiException
+        api = self.plane.api_client()
+        core = client.CoreV1Api(api)
+        for create in (
+            lambda: core.create_namespace({"metadata": {"name": self.namespace}}),
+            lambda: core.create_namespaced_secret(self.namespace, {"metadata": {
+                "name": "training-operator-webhook-cert"}}),
+            lambda: client.AdmissionregistrationV1Api(api).create_validating_webhook_configuration({
+                "metadata": {"name": "validator.training-operator.kubeflow.org"}, "webhooks": []}),
+        ):
+            try:
+                create()
+            except ApiException as err:
+                if err.status != 409:
+                    raise
+        self.plane.apply_crd(PYTORCHJOB_CRD)
+        cert_dir = Path("/tmp/k8s-webhook-server/serving-certs")  # fixed in the operator's code
+        shutil.rmtree(cert_dir, ignore_errors=True)
+        self.process = start("training-operator", [
+            str(BIN / "training-operator"), "--kubeconfig", str(self.plane.kubeconfig),
+            "--enable-scheme=pytorchjob", "--metrics-bind-address", f"127.0.0.1:{free_port()}",
+            "--health-probe-bind-address", f"127.0.0.1:{free_port()}", "--webhook-server-port", str(free_port())],
+            self.plane.workdir, env={"MY_POD_NAMESPACE": self.namespace})
+        self.plane.processes.append(self.process)
+
+        def certs():
+            data = core.read_namespaced_secret("training-operator-webhook-cert", self.namespace).data or {}
+            return data if "tls.crt" in data else None
+        data = wait_until(certs, 60, "the training operator's webhook certificate", self.process)
+        cert_dir.mkdir(parents=True, exist_ok=True)
+        for key in ("tls.crt", "tls.key", "ca.crt"):
+            if key in data:
+                (cert_dir / key).write_bytes(base64.b64decode(data[key]))
+        wait_until(lambda: "pytorchjob-controller" in self.process.log.read_text()
+                   and "Starting workers" in self.process.log.read_text(), 90,
+                   "the PyTorchJob controller's workers", self.process)
+        return self
+
+
+class PodSimulator:
+    """Plays the kubelet for tests: moves pods through Pending -> Running -> Succeeded/Failed via the
+    pods/status subresource, with a container termination message."""
+
+    def __init__(self, api_client):
+        from kubernetes import client
+        self.core = client.CoreV1Api(api_client)
+
+    def pods(self, namespace: str, selector: str) -> list:
+        return self.core.list_namespaced_pod(namespace, label_selector=selector).items
+
+    def _patch(self, pod, phase: str, container_state: dict, ready: bool) -> None:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        statuses = [{"name": c.name, "image": c.image, "imageID": "", "ready": ready, "restartCount": 0,
+                     "started": phase == "Running", "state": container_state} for c in pod.spec.containers]
+        body = {"status": {"phase": phase, "startTime": now, "containerStatuses": statuses,
+                           "conditions": [{"type": "Ready", "status": "True" if ready else "False",
+                                           "lastTransitionTime": now}]}}
+        self.core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace, body)
+
+    def run(self, pod) -> None:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self._patch(pod, "Running", {"running": {"startedAt": now}}, True)
+
+    def finish(self, pod, exit_code: int = 0, message: str = "") -> None:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        terminated = {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
+                      "message": message, "startedAt": now, "finishedAt": now}
+        self._patch(pod, "Succeeded" if exit_code == 0 else "Failed", {"terminated": terminated}, False)
