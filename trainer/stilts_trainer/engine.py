@@ -181,11 +181,12 @@ def train(job: Job, ctx: Context, model: torch.nn.Module, items: list[dict], pad
             if micro % sched.accumulation:
                 continue
             state.step += 1
+            loss_value = loss.item()
             if ctx.is_main and (state.step % LOG_EVERY_STEPS == 0 or state.step == 1):
-                log.info("step %d/%d loss %.4f lr %.2e", state.step, total, float(loss), engine.get_lr()[0])
+                log.info("step %d/%d loss %.4f lr %.2e", state.step, total, loss_value, engine.get_lr()[0])
             if metrics and ctx.is_main:
                 elapsed = time.perf_counter() - started
-                metrics.step(state.step, loss.item(), engine.get_lr()[0], tokens * ctx.world / max(elapsed, 1e-9))
+                metrics.step(state.step, loss_value, engine.get_lr()[0], tokens * ctx.world / max(elapsed, 1e-9))
             if evaluator and state.step % hp.eval_every_steps == 0:
                 evaluate_and_select()
             if state.step % job.checkpoint_every_steps == 0 and state.step < total:

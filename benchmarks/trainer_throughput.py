@@ -1,0 +1,118 @@
+"""Trainer throughput against a plain Hugging Face `Trainer` loop, and evaluation with length-sorted
+dynamic padding against fixed-length padding. Same tiny model and synthetic data, one process,
+ratios measured within one run (the machine is shared and noisy: each side runs alternately, best
+of `--repeats`).
+
+    .venv/bin/python benchmarks/trainer_throughput.py [--steps 60] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+from stilts_trainer import data, engine, model, synthetic  # noqa: E402
+from stilts_trainer.job import parse  # noqa: E402
+
+
+def setup(max_len: int):
+    tokenizer = model.train_tokenizer(synthetic.mlm_corpus(0, 300))
+    examples = data.load_examples("mnli", "train", "synthetic", 1)
+    items = data.encode(examples, tokenizer, max_len)
+    return tokenizer, examples, items
+
+
+def ours(tokenizer, items, steps: int, batch: int, out: Path) -> float:
+    job = parse({"phase": "pretrain", "backbone": {"name": "b", "model": "stilts/tiny-xlmr"}, "output": str(out),
+                 "hyperparameters": {"learningRate": 1e-4, "batchSize": batch, "microBatchSize": batch,
+                                     "maxSteps": steps, "evalEverySteps": 10**6}, "checkpointEverySteps": 10**6,
+                 "deepspeed": {"zeroStage": 0}})
+    ctx = engine.init_distributed()
+    torch.manual_seed(0)
+    clf = model.Classifier(model.tiny_mlm("stilts/tiny-xlmr", tokenizer).roberta, 3)
+    used = items[: steps * batch]
+    tokens = sum(len(i["input_ids"]) for i in used)
+    start = time.perf_counter()
+    engine.train(job, ctx, clf, used, tokenizer.pad_token_id, save_best=lambda m: None, evaluator=lambda m: 0.0)
+    return tokens / (time.perf_counter() - start)
+
+
+def hf_trainer(tokenizer, examples, steps: int, batch: int, max_len: int, out: Path) -> float:
+    from datasets import Dataset
+    from transformers import (DataCollatorWithPadding, Trainer, TrainingArguments,
+                              XLMRobertaForSequenceClassification)
+
+    torch.manual_seed(0)
+    config = model.tiny_mlm("stilts/tiny-xlmr", tokenizer).config
+    config.num_labels = 3
+    clf = XLMRobertaForSequenceClassification(config)
+    ds = Dataset.from_list(examples[: steps * batch]).map(
+        lambda b: tokenizer(b["text_a"], b["text_b"], truncation=True, max_length=max_len), batched=True,
+        remove_columns=["text_a", "text_b"])
+    tokens = sum(len(x) for x in ds["input_ids"])
+    args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=batch, max_steps=steps,
+                             learning_rate=1e-4, warmup_steps=max(1, steps // 10), max_grad_norm=1.0, report_to=[],
+                             save_strategy="no", logging_strategy="no", use_cpu=not torch.cuda.is_available(),
+                             dataloader_num_workers=0, disable_tqdm=True)
+    trainer = Trainer(model=clf, args=args, train_dataset=ds, data_collator=DataCollatorWithPadding(tokenizer))
+    start = time.perf_counter()
+    trainer.train()
+    return tokens / (time.perf_counter() - start)
+
+
+def evaluation(tokenizer, max_len: int, dynamic: bool, batch: int) -> float:
+    ctx = engine.init_distributed()
+    torch.manual_seed(0)
+    clf = model.Classifier(model.tiny_mlm("stilts/tiny-xlmr", tokenizer).roberta, 3).eval()
+    examples = [e for lang in synthetic.XNLI_LANGUAGES
+                for e in data.load_examples("xnli", "test", "synthetic", 0, lang)][:6000]
+    items = data.encode(examples, tokenizer, max_len)
+    start = time.perf_counter()
+    if dynamic:
+        engine.evaluate_accuracy(clf, items, batch, tokenizer.pad_token_id, ctx)
+    else:  # the common baseline: every batch padded to max length, in data order
+        with torch.no_grad():
+            for i in range(0, len(items), batch):
+                chunk = items[i:i + batch]
+                ids = torch.full((len(chunk), max_len), tokenizer.pad_token_id)
+                for r, it in enumerate(chunk):
+                    ids[r, : len(it["input_ids"])] = torch.tensor(it["input_ids"])
+                clf(input_ids=ids, attention_mask=(ids != tokenizer.pad_token_id).long())
+    return len(items) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--max-len", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    import transformers
+    transformers.utils.logging.set_verbosity_error()
+    tokenizer, examples, items = setup(args.max_len)
+    best = {"ours": 0.0, "hf": 0.0, "dynamic": 0.0, "fixed": 0.0}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.repeats):
+            best["ours"] = max(best["ours"], ours(tokenizer, items, args.steps, args.batch, Path(tmp) / f"o{r}"))
+            best["hf"] = max(best["hf"], hf_trainer(tokenizer, examples, args.steps, args.batch, args.max_len,
+                                                    Path(tmp) / f"h{r}"))
+            best["dynamic"] = max(best["dynamic"], evaluation(tokenizer, args.max_len, True, args.batch * 4))
+            best["fixed"] = max(best["fixed"], evaluation(tokenizer, args.max_len, False, args.batch * 4))
+    print(f"threads={torch.get_num_threads()} steps={args.steps} batch={args.batch} max_len={args.max_len} "
+          f"repeats={args.repeats} (best of)")
+    print(f"training tokens/s   stilts (DeepSpeed) {best['ours']:10.0f}   HF Trainer {best['hf']:10.0f}   "
+          f"ratio {best['ours'] / best['hf']:.2f}")
+    print(f"evaluation ex/s     sorted+dynamic    {best['dynamic']:10.0f}   fixed-length {best['fixed']:8.0f}   "
+          f"ratio {best['dynamic'] / best['fixed']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
