@@ -94,6 +94,24 @@ def collate(items: list[dict], pad_id: int) -> dict:
     return batch
 
 
+def pad_batch(batch: dict, rows: int, width: int, pad_id: int) -> dict:
+    """Grow a batch to rows x width: padding tokens, masked out, labels ignored (-100)."""
+    have_rows, have_width = batch["input_ids"].shape
+    if (have_rows, have_width) == (rows, width):
+        return batch
+    fill = {"input_ids": pad_id, "attention_mask": 0, "labels": -100}
+    out = {}
+    for key, value in batch.items():
+        if value.dim() == 2:
+            grown = torch.full((rows, width), fill[key], dtype=value.dtype)
+            grown[:have_rows, :have_width] = value
+        else:
+            grown = torch.full((rows,), fill[key], dtype=value.dtype)
+            grown[:have_rows] = value
+        out[key] = grown
+    return out
+
+
 def mask_tokens(batch: dict, tokenizer, probability: float, generator: torch.Generator) -> dict:
     """BERT-style masking: of the chosen tokens 80% <mask>, 10% random, 10% unchanged."""
     ids = batch["input_ids"].clone()

@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
-from . import data
+from . import data, moe
 from .checkpoint import COMMITTED, committed_checkpoints, replace_dir, write_atomic
 from .job import Job
 
@@ -100,18 +100,34 @@ class LoopState:
 Evaluator = Callable[[torch.nn.Module], float]
 
 
+def needs_common_shape(module: torch.nn.Module) -> bool:
+    """Expert parallelism exchanges capacity-sized buffers computed from each rank's token count:
+    every rank of an expert-parallel group must then see batches of the same shape."""
+    return any(layer.moe.ep_size > 1 for layer in moe.moe_layers(module))
+
+
+def common_shape(batch: dict, pad_id: int, ctx: Context) -> dict:
+    shape = torch.tensor(batch["input_ids"].shape, device=ctx.device)
+    dist.all_reduce(shape, op=dist.ReduceOp.MAX)
+    rows, width = shape.tolist()
+    return data.pad_batch(batch, rows, width, pad_id)
+
+
 def evaluate_accuracy(module: torch.nn.Module, items: list[dict], batch_size: int, pad_id: int,
                       ctx: Context) -> tuple[float, list[int]]:
     """Accuracy over `items` on all ranks (length-sorted, dynamic padding); also the predictions."""
     lengths = [len(i["input_ids"]) for i in items]
     mine = data.eval_batches(lengths, batch_size, ctx.rank, ctx.world)
     predictions: dict[int, int] = {}
+    uniform = needs_common_shape(module)
     was_training = module.training
     module.eval()
     with torch.no_grad():
         for indices in mine:
             # An empty batch still runs a forward pass: ranks stay in step (expert parallelism).
             batch = data.collate([items[i] for i in indices] if indices else [items[0]], pad_id)
+            if uniform:
+                batch = common_shape(batch, pad_id, ctx)
             logits = module(input_ids=batch["input_ids"].to(ctx.device),
                             attention_mask=batch["attention_mask"].to(ctx.device))["logits"]
             for i, p in zip(indices, logits.argmax(-1).tolist()):
@@ -128,7 +144,7 @@ def evaluate_accuracy(module: torch.nn.Module, items: list[dict], batch_size: in
 def train(job: Job, ctx: Context, model: torch.nn.Module, items: list[dict], pad_id: int,
           save_best: Callable[[torch.nn.Module], None], evaluator: Evaluator | None = None,
           batch_transform: Callable[[dict, torch.Generator], dict] | None = None,
-          metrics=None, param_groups=None) -> LoopState:
+          metrics=None) -> LoopState:
     """Train `model` on encoded `items`; returns the loop's final state. With an evaluator, the best
     model by its score is saved (early stopping); without one (MLM), the last."""
     import deepspeed
@@ -137,7 +153,13 @@ def train(job: Job, ctx: Context, model: torch.nn.Module, items: list[dict], pad
     sched = data.schedule(len(items), hp.batch_size, hp.micro_batch_size, ctx.world)
     total = hp.max_steps or math.ceil(hp.epochs * sched.steps_per_epoch)
     torch.manual_seed(job.seed * 1000 + ctx.rank)
-    engine, *_ = deepspeed.initialize(model=model, model_parameters=param_groups or model.parameters(),
+    params = {"params": [p for p in model.parameters() if p.requires_grad], "name": "params"}
+    if moe.moe_layers(model):  # expert and non-expert parameters reduce over different groups
+        from deepspeed.moe.utils import split_params_into_different_moe_groups_for_optimizer
+        groups = split_params_into_different_moe_groups_for_optimizer(params)
+    else:
+        groups = [params]
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=groups,
                                       config=deepspeed_config(job, sched, total, ctx.device))
     out = Path(job.output)
     ckpt_root = out / "checkpoints"
@@ -163,6 +185,7 @@ def train(job: Job, ctx: Context, model: torch.nn.Module, items: list[dict], pad
             state.stopped_early = True
 
     engine.train()
+    uniform = needs_common_shape(model)
     micro = state.step * sched.accumulation
     tokens, started = 0, time.perf_counter()
     while state.step < total and not state.stopped_early:
@@ -172,8 +195,11 @@ def train(job: Job, ctx: Context, model: torch.nn.Module, items: list[dict], pad
             batch = data.collate([items[i] for i in indices], pad_id)
             if batch_transform:
                 batch = batch_transform(batch, generator)
+            if uniform:
+                batch = common_shape(batch, pad_id, ctx)
             batch = {k: v.to(ctx.device) for k, v in batch.items()}
-            loss = engine(**batch)["loss"]
+            out = engine(**batch)
+            loss = out["loss"]
             engine.backward(loss)
             engine.step()
             micro += 1
@@ -187,6 +213,8 @@ def train(job: Job, ctx: Context, model: torch.nn.Module, items: list[dict], pad
             if metrics and ctx.is_main:
                 elapsed = time.perf_counter() - started
                 metrics.step(state.step, loss_value, engine.get_lr()[0], tokens * ctx.world / max(elapsed, 1e-9))
+                if "aux_loss" in out:
+                    metrics.moe(out["aux_loss"].item(), moe.load_stats(engine.module))
             if evaluator and state.step % hp.eval_every_steps == 0:
                 evaluate_and_select()
             if state.step % job.checkpoint_every_steps == 0 and state.step < total:
@@ -244,11 +272,17 @@ def _resume(engine, root: Path, ctx: Context, generator: torch.Generator) -> Loo
     return None
 
 
-def save_on_main(ctx: Context, directory: Path, write: Callable[[Path], None]) -> None:
-    """Rank 0 writes a directory beside its destination, then swaps it in whole."""
+def save_collective(ctx: Context, directory: Path, write: Callable[[Path], None]) -> None:
+    """Every rank writes its part into a directory beside the destination (MoE experts live on
+    several ranks); once all are done, rank 0 swaps it in whole."""
+    tmp = directory.with_name(directory.name + ".tmp")
     if ctx.is_main:
-        tmp = directory.with_name(directory.name + ".tmp")
         if tmp.exists():
             shutil.rmtree(tmp)
-        write(tmp)
+        tmp.mkdir(parents=True)
+    dist.barrier()
+    write(tmp)
+    dist.barrier()
+    if ctx.is_main:
         replace_dir(tmp, directory)
+    dist.barrier()

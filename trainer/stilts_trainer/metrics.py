@@ -20,6 +20,10 @@ class TrainerMetrics:
         self.tokens_per_second = gauge("stilts_trainer_tokens_per_second", "Non-padding tokens per second, all ranks")
         self.learning_rate = gauge("stilts_trainer_learning_rate", "Current learning rate")
         self.dev = gauge("stilts_trainer_dev_score", "Last English dev score used for model selection")
+        self.aux = gauge("stilts_trainer_moe_aux_loss", "MoE load-balancing loss, summed over MoE layers")
+        self.dropped = gauge("stilts_trainer_moe_dropped_token_share", "Share of token routes dropped for capacity")
+        self.expert_share = Gauge("stilts_trainer_moe_expert_token_share", "Share of routed tokens per expert "
+                                  "(all MoE layers)", LABELS + ("expert",), registry=self.registry)
         self.server = None
         if port:
             self.server, _ = start_http_server(port, registry=self.registry)
@@ -29,6 +33,13 @@ class TrainerMetrics:
         self.loss.set(loss)
         self.learning_rate.set(lr)
         self.tokens_per_second.set(tokens_per_second)
+
+    def moe(self, aux_loss: float, stats: dict) -> None:
+        self.aux.set(aux_loss)
+        if stats:
+            self.dropped.set(stats["dropped_share"])
+            for expert, share in enumerate(stats["expert_share"]):
+                self.expert_share.labels(**self._labels, expert=str(expert)).set(share)
 
     def dev_score(self, score: float) -> None:
         self.dev.set(score)

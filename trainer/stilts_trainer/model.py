@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from . import moe
 from transformers import (AutoTokenizer, PreTrainedTokenizerFast, XLMRobertaConfig,
                           XLMRobertaForMaskedLM, XLMRobertaModel)
 
@@ -86,12 +88,23 @@ class ClassificationHead(nn.Module):
         return self.out(x)
 
 
+def _add_aux(out: dict, module: nn.Module, weight: float) -> dict:
+    """MoE models: total loss = task loss + weight x load-balancing loss (summed over MoE layers)."""
+    aux = moe.aux_loss(module) if weight is not None else None
+    if aux is not None:
+        out["aux_loss"] = aux
+        if "loss" in out:
+            out["loss"] = out["loss"] + weight * aux
+    return out
+
+
 class Classifier(nn.Module):
-    def __init__(self, encoder: XLMRobertaModel, num_labels: int):
+    def __init__(self, encoder: XLMRobertaModel, num_labels: int, aux_loss_weight: float | None = None):
         super().__init__()
         self.encoder = encoder
         cfg = encoder.config
         self.head = ClassificationHead(cfg.hidden_size, num_labels, cfg.hidden_dropout_prob)
+        self.aux_loss_weight = aux_loss_weight
 
     def forward(self, input_ids, attention_mask, labels=None) -> dict:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -99,19 +112,20 @@ class Classifier(nn.Module):
         out = {"logits": logits}
         if labels is not None:
             out["loss"] = nn.functional.cross_entropy(logits.float(), labels)
-        return out
+        return _add_aux(out, self.encoder, self.aux_loss_weight)
 
 
 class MaskedLM(nn.Module):
     """Wraps XLMRobertaForMaskedLM so every phase's model returns the same dict."""
 
-    def __init__(self, mlm: XLMRobertaForMaskedLM):
+    def __init__(self, mlm: XLMRobertaForMaskedLM, aux_loss_weight: float | None = None):
         super().__init__()
         self.mlm = mlm
+        self.aux_loss_weight = aux_loss_weight
 
     def forward(self, input_ids, attention_mask, labels=None) -> dict:
         out = self.mlm(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
-        return {"loss": out.loss, "logits": out.logits}
+        return _add_aux({"loss": out.loss, "logits": out.logits}, self.mlm, self.aux_loss_weight)
 
 
 def encoder_of(model: nn.Module) -> nn.Module:
@@ -119,10 +133,54 @@ def encoder_of(model: nn.Module) -> nn.Module:
     return model.mlm if isinstance(model, MaskedLM) else model.encoder
 
 
-def save_encoder(model: nn.Module, tokenizer, directory: Path) -> None:
-    """Write the inheritable model (masked-LM after pretrain, encoder otherwise) and its tokenizer."""
-    directory.mkdir(parents=True, exist_ok=True)
-    encoder_of(model).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    if not isinstance(model, MaskedLM):
-        torch.save(model.head.state_dict(), directory / "head.pt")  # kept for inspection, not inherited
+# -- building a phase's model from its source (dense or MoE) -----------------------------------------
+
+def build_encoder(source: str, backbone, world: int, training: bool = True) -> XLMRobertaModel:
+    """The encoder for this job: dense as stored, or MoE (upcycled from a dense source, or loaded)."""
+    if backbone.architecture == "dense":
+        if moe.is_moe_checkpoint(source):
+            raise ValueError("backbone.architecture: the parent is an MoE checkpoint; use architecture: moe")
+        return load_encoder(source)
+    ep = moe.effective_ep_size(backbone.moe, world, training)
+    if moe.is_moe_checkpoint(source):
+        encoder = XLMRobertaModel(XLMRobertaConfig.from_pretrained(source), add_pooling_layer=False)
+        moe.upcycle(encoder, backbone.moe, ep)
+        moe.load_state(encoder, source, prefix_from="roberta.", drop_prefix="lm_head.")
+        return encoder
+    encoder = load_encoder(source)
+    moe.upcycle(encoder, backbone.moe, ep)
+    return encoder
+
+
+def build_mlm(source: str, backbone, world: int) -> XLMRobertaForMaskedLM:
+    if backbone.architecture == "dense":
+        return load_mlm(source)
+    ep = moe.effective_ep_size(backbone.moe, world)
+    if moe.is_moe_checkpoint(source):
+        mlm = XLMRobertaForMaskedLM(XLMRobertaConfig.from_pretrained(source))
+        moe.upcycle(mlm.roberta, backbone.moe, ep)
+        moe.load_state(mlm, source)
+        return mlm
+    mlm = load_mlm(source)
+    moe.upcycle(mlm.roberta, backbone.moe, ep)
+    return mlm
+
+
+def aux_weight(backbone) -> float | None:
+    return backbone.moe.aux_loss_weight if backbone.architecture == "moe" else None
+
+
+def save_model(model: nn.Module, tokenizer, directory: Path, backbone, is_main: bool) -> None:
+    """Write the inheritable model (masked-LM after pretrain, encoder otherwise), its tokenizer and,
+    for classifiers, the head (used by `evaluate`, dropped by later training phases).
+    Called on every rank: MoE experts are spread over ranks."""
+    inheritable = encoder_of(model)
+    if backbone.architecture == "moe":
+        layers = moe.layer_indices(inheritable.config.num_hidden_layers, backbone.moe)
+        moe.save(inheritable, directory, backbone.moe.model_dump(by_alias=True), layers, is_main)
+    elif is_main:
+        inheritable.save_pretrained(directory)
+    if is_main:
+        tokenizer.save_pretrained(directory)
+        if not isinstance(model, MaskedLM):
+            torch.save(model.head.state_dict(), directory / "head.pt")

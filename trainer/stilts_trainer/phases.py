@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from . import data, engine, model, synthetic, tasks
+from . import data, engine, model, moe, synthetic, tasks
 from .checkpoint import is_complete, mark_complete, write_json_atomic
 from .job import TINY_MODELS, Job, dump
 from .metrics import TrainerMetrics
@@ -37,6 +37,23 @@ def _metrics(job: Job, ctx: engine.Context) -> TrainerMetrics | None:
     labels = {"experiment": job.experiment, "job_hash": job.job_hash, "phase": job.phase,
               "backbone": job.backbone.name, "task": job.task or ""}
     return TrainerMetrics(labels, job.metrics_port)
+
+
+def _save(module, tokenizer, directory: Path, job: Job, ctx: engine.Context) -> None:
+    engine.save_collective(ctx, directory,
+                           lambda tmp: model.save_model(module, tokenizer, tmp, job.backbone, ctx.is_main))
+
+
+def load_classifier(source: str, job: Job, ctx: engine.Context, num_labels: int):
+    """A trained classifier, head included, for evaluation."""
+    head = Path(source) / "head.pt"
+    if not head.is_file():
+        raise ValueError(f"parent: {Path(source).parent} has no classification head (head.pt); "
+                         "evaluate needs the output of a target job")
+    classifier = model.Classifier(model.build_encoder(source, job.backbone, ctx.world, training=False), num_labels)
+    classifier.head.load_state_dict(torch.load(head, weights_only=True))
+    moe.attach_groups(classifier)
+    return classifier.to(ctx.device)
 
 
 def prefetch(job: Job, ctx: engine.Context) -> dict:
@@ -83,22 +100,25 @@ def pretrain(job: Job, ctx: engine.Context) -> dict:
     if job.parent or job.backbone.model not in TINY_MODELS:
         source = model_source(job)
         tokenizer = model.load_tokenizer(source)
-        mlm = model.load_mlm(source)
+        mlm = model.build_mlm(source, job.backbone, ctx.world)
     else:
         tok_dir = out / "tokenizer"
         if ctx.is_main and not (tok_dir / "tokenizer.json").exists():
             model.train_tokenizer(corpus).save_pretrained(tok_dir)  # one rank: the trainer is threaded
         dist.barrier()
         tokenizer = model.load_tokenizer(str(tok_dir))
+        if job.backbone.architecture == "moe":
+            raise ValueError("backbone.architecture: a tiny model is built dense; upcycle it in a later job "
+                             "(give this job's output as parent)")
         torch.manual_seed(job.seed)
         mlm = model.tiny_mlm(job.backbone.model, tokenizer)
     items = [{"input_ids": ids} for ids in tokenizer(corpus, truncation=True,
                                                          max_length=job.hyperparameters.max_seq_length)["input_ids"]]
-    module = model.MaskedLM(mlm)
+    module = model.MaskedLM(mlm, model.aux_weight(job.backbone))
     metrics = _metrics(job, ctx)
     state = engine.train(
         job, ctx, module, items, tokenizer.pad_token_id,
-        save_best=lambda m: engine.save_on_main(ctx, out / "model", lambda d: model.save_encoder(m, tokenizer, d)),
+        save_best=lambda m: _save(m, tokenizer, out / "model", job, ctx),
         batch_transform=lambda b, g: data.mask_tokens(b, tokenizer, job.hyperparameters.mlm_probability, g),
         metrics=metrics)
     return {"steps": state.step}
@@ -112,7 +132,8 @@ def finetune(job: Job, ctx: engine.Context) -> dict:
     source = model_source(job)
     tokenizer = model.load_tokenizer(source)
     torch.manual_seed(job.seed)
-    classifier = model.Classifier(model.load_encoder(source), task.num_labels)
+    classifier = model.Classifier(model.build_encoder(source, job.backbone, ctx.world), task.num_labels,
+                                  model.aux_weight(job.backbone))
     train_items = data.encode(data.load_examples(task.name, "train", job.data_source, job.seed, "en", job.mirror,
                                                  job.cache_dir, hp.max_train_examples), tokenizer, hp.max_seq_length)
     dev_items = data.encode(data.load_examples(task.name, "dev", job.data_source, job.seed, "en", job.mirror,
@@ -127,11 +148,10 @@ def finetune(job: Job, ctx: engine.Context) -> dict:
     metrics = _metrics(job, ctx)
     state = engine.train(
         job, ctx, classifier, train_items, tokenizer.pad_token_id,
-        save_best=lambda m: engine.save_on_main(ctx, out / "model", lambda d: model.save_encoder(m, tokenizer, d)),
+        save_best=lambda m: _save(m, tokenizer, out / "model", job, ctx),
         evaluator=evaluator, metrics=metrics)
     # Report the selected model on the whole English dev set.
-    best = model.Classifier(model.load_encoder(str(out / "model")), task.num_labels).to(ctx.device)
-    best.head.load_state_dict(torch.load(out / "model" / "head.pt", weights_only=True))
+    best = load_classifier(str(out / "model"), job, ctx, task.num_labels)
     dev_acc, _ = engine.evaluate_accuracy(best, dev_items, eval_batch, tokenizer.pad_token_id, ctx)
     return {"steps": state.step, "bestStep": state.best_step, "stoppedEarly": state.stopped_early,
             "devAccuracy": round(dev_acc, 4), "metric": task.metric, "history": state.history}
@@ -143,8 +163,7 @@ def evaluate(job: Job, ctx: engine.Context) -> dict:
     hp = job.hyperparameters
     source = model_source(job)
     tokenizer = model.load_tokenizer(source)
-    classifier = model.Classifier(model.load_encoder(source), task.num_labels).to(ctx.device)
-    classifier.head.load_state_dict(torch.load(Path(source) / "head.pt", weights_only=True))
+    classifier = load_classifier(source, job, ctx, task.num_labels)
     per_language = {}
     started = time.perf_counter()
     for language in job.languages:

@@ -1,0 +1,51 @@
+"""In-process MoE checks, run by test_moe.py in a child process (a process group must not leak into
+the test runner). Prints one JSON object."""
+
+import json
+import sys
+import tempfile
+
+import torch
+
+from stilts_trainer import engine, model, moe, synthetic
+from stilts_trainer.job import Backbone, MoE
+
+
+def main() -> None:
+    engine.init_distributed()
+    tok = model.train_tokenizer(synthetic.mlm_corpus(0, 200))
+    torch.manual_seed(0)
+    directory = tempfile.mkdtemp()
+    model.tiny_mlm("stilts/tiny-xlmr", tok).save_pretrained(directory)
+    dense = model.load_encoder(directory).eval()
+    batch = tok(["the red cat sees the dog near the house", "the dog"], padding=True, return_tensors="pt")
+    out = {}
+    for k in (1, 2):
+        settings = MoE(experts=4, topK=k, everyNLayers=2, expertParallelSize=1, dropTokens=False)
+        up = model.build_encoder(directory, Backbone(name="m", model="x", architecture="moe", moe=settings), 1)
+        moe.attach_groups(up)
+        up.eval()
+        with torch.no_grad():
+            diff = (dense(**batch).last_hidden_state - up(**batch).last_hidden_state).abs().max().item()
+        out[f"top{k}_max_diff"] = diff
+        out["moe_layers"] = moe.layer_indices(4, settings)
+        out["experts_identical"] = all(
+            torch.equal(e.dense_in.weight, layer.moe.deepspeed_moe.experts.deepspeed_experts[0].dense_in.weight)
+            for layer in moe.moe_layers(up) for e in layer.moe.deepspeed_moe.experts.deepspeed_experts)
+    # The training loss includes the load-balancing loss.
+    settings = MoE(experts=4, topK=2, everyNLayers=2, expertParallelSize=1, auxLossWeight=0.5)
+    clf = model.Classifier(model.build_encoder(directory, Backbone(name="m", model="x", architecture="moe",
+                                                                   moe=settings), 1), 3, 0.5)
+    moe.attach_groups(clf)
+    clf.train()
+    labels = torch.tensor([0, 1])
+    result = clf(batch["input_ids"], batch["attention_mask"], labels)
+    task_loss = torch.nn.functional.cross_entropy(result["logits"].float(), labels)
+    out["aux_loss"] = result["aux_loss"].item()
+    out["loss_minus_task"] = (result["loss"] - task_loss).item()
+    out["stats"] = moe.load_stats(clf)
+    json.dump(out, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
