@@ -31,17 +31,30 @@ def cmd_plan(args) -> int:
 
 
 def cmd_render(args) -> int:
-    """The trainer job.json files the executors would launch (the operator adds Kubernetes objects)."""
-    from .plan import job_json, plan
+    """The Kubernetes objects the operator creates for this file: the claim (unless one is named) and,
+    per job, its ConfigMap (job.json) and PyTorchJob, first attempt. The owner's uid is a placeholder."""
+    import yaml
+
+    from . import manifests
+    from .plan import plan
+    from .spec import dump_spec
 
     exp = load_experiment(args.file)
-    root = args.root.rstrip("/")
-    docs = []
-    for j in plan(exp.spec):
-        out = f"{root}/{exp.name}/{j.hash}"
-        parent = f"{root}/{exp.name}/{j.parent}" if j.parent else None
-        docs.append(job_json(j, out, parent, experiment=exp.name))
-    print(json.dumps(docs, indent=2))
+    experiment = {"apiVersion": "stilts.dev/v1alpha1", "kind": "TransferExperiment",
+                  "metadata": {"name": exp.name, "namespace": args.namespace or exp.namespace,
+                               "uid": "00000000-0000-0000-0000-000000000000"},
+                  "spec": dump_spec(exp.spec)}
+    docs = [] if experiment["spec"]["storage"].get("claimName") else [manifests.claim(experiment)]
+    for job in plan(exp.spec):
+        docs += [manifests.config_map(experiment, job, 1), manifests.pytorchjob(experiment, job, 1)]
+    sys.stdout.write(yaml.safe_dump_all(docs, sort_keys=False))
+    return 0
+
+
+def cmd_operator(args) -> int:
+    from .operator import run
+
+    run(args.namespace, standalone=not args.peering, peering=args.peering)
     return 0
 
 
@@ -93,10 +106,16 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("plan", help="the experiment's jobs as a table")
     p.add_argument("file")
     p.set_defaults(func=cmd_plan)
-    p = sub.add_parser("render", help="the job.json files that would be launched")
+    p = sub.add_parser("render", help="the Kubernetes objects the operator would create")
     p.add_argument("file")
-    p.add_argument("--root", default="/workspace", help="checkpoint root (the volume's mount)")
+    p.add_argument("--namespace", default="", help="namespace of the experiment (default: the file's)")
     p.set_defaults(func=cmd_render)
+    p = sub.add_parser("operator", help="run the Kubernetes operator (the operator image's entry point)")
+    p.add_argument("--namespace", action="append", default=[],
+                   help="watch only this namespace (repeatable); default: all namespaces")
+    p.add_argument("--peering", default=None, help="kopf peering name, to run several replicas with one "
+                   "active (needs kopf's peering CRDs); default: standalone, one replica")
+    p.set_defaults(func=cmd_operator)
     p = sub.add_parser("run", help="run the experiment on this machine, then report")
     p.add_argument("file")
     p.add_argument("--root", default="runs", help="checkpoint root (default: ./runs)")

@@ -115,4 +115,4 @@ def test_owner_references_garbage_collect_children(control_plane, namespace):
             return False
         except ApiException as err:
             return err.status == 404
-    wait_until(gone, 60, "the garbage collector to delete the child")
+    wait_until(gone, 120, "the garbage collector to delete the child")

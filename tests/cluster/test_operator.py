@@ -1,0 +1,254 @@
+"""The operator against the real API server and the real Kubeflow training operator; a pod driver
+plays the kubelet (no containers run here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from stilts.spec import GROUP, PLURAL, VERSION
+
+from .harness import free_port, start, wait_until
+
+pytestmark = pytest.mark.cluster
+
+SPEC = {"dataSource": "synthetic", "intermediateTasks": ["qqp"], "seeds": [1], "baseline": True,
+        "maxConcurrentJobs": 2, "retries": {"limit": 3, "backoffSeconds": 1},
+        "storage": {"size": "1Gi"},
+        "backbones": [{"name": "dense", "model": "stilts/tiny-xlmr", "gpusPerWorker": 0},
+                      {"name": "moe", "model": "stilts/tiny-xlmr", "architecture": "moe", "workers": 2,
+                       "gpusPerWorker": 0, "moe": {"experts": 4, "expertParallelSize": 2}}]}
+
+
+def experiment(name="exp", **changes):
+    spec = json.loads(json.dumps(SPEC))
+    spec.update(changes)
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TransferExperiment", "metadata": {"name": name},
+            "spec": spec}
+
+
+class Operator:
+    def __init__(self, plane):
+        self.plane, self.process, self.port = plane, None, free_port()
+
+    def start(self):
+        env = {"KUBECONFIG": str(self.plane.kubeconfig), "STILTS_RESYNC_SECONDS": "2",
+               "STILTS_METRICS_PORT": str(self.port), "STILTS_HEALTH_PORT": str(free_port()),
+               "PYTHONUNBUFFERED": "1"}
+        self.process = start(f"stilts-operator-{time.time_ns()}", [sys.executable, "-m", "stilts.cli", "operator"],
+                             self.plane.workdir, env=env)
+        return self
+
+    def kill(self):
+        os.killpg(self.process.popen.pid, signal.SIGKILL)
+        self.process.popen.wait()
+
+    def stop(self):
+        self.process.stop()
+
+
+@pytest.fixture
+def operator(control_plane, training_operator):
+    op = Operator(control_plane).start()
+    yield op
+    op.stop()
+
+
+class PodDriver:
+    """Moves the pods of an experiment's PyTorchJobs: Pending -> Running -> Succeeded (or Failed, as
+    told per job name), with the trainer's termination message. Records what it saw."""
+
+    def __init__(self, plane, simulator, namespace, fail: dict[str, int] | None = None):
+        self.custom = client.CustomObjectsApi(plane.api_client())
+        self.sim, self.namespace = simulator, namespace
+        self.fail = dict(fail or {})
+        self.first_seen: dict[str, float] = {}
+        self.finished: dict[str, float] = {}
+        self.max_active = 0
+        self.order: list[str] = []
+
+    def jobs(self):
+        return self.custom.list_namespaced_custom_object("kubeflow.org", "v1", self.namespace, "pytorchjobs")["items"]
+
+    def step(self):
+        now = time.time()
+        active = 0
+        for job in self.jobs():
+            name = job["metadata"]["name"]
+            if name not in self.first_seen:
+                self.first_seen[name] = now
+                self.order.append(name)
+            if name not in self.finished:
+                active += 1
+        self.max_active = max(self.max_active, active)
+        for pod in self.sim.pods(self.namespace, "stilts.dev/experiment"):
+            job_name = pod.metadata.labels.get("training.kubeflow.org/job-name")
+            if job_name in self.finished or pod.status.phase in ("Succeeded", "Failed"):
+                continue
+            if pod.status.phase != "Running":
+                self.sim.run(pod)
+                continue
+            phase = pod.metadata.labels["stilts.dev/phase"]
+            label = f"{pod.metadata.labels['stilts.dev/backbone']}-{pod.metadata.labels['stilts.dev/task']}-{phase}"
+            failing = self.fail.get(label, 0)
+            if failing:
+                if pod.metadata.name.endswith("master-0"):
+                    self.fail[label] = failing - 1
+                    self.sim.finish(pod, 1, "stilts_trainer: error: simulated failure")
+                    self.finished[job_name] = now
+                continue
+            summary = {"phase": phase}
+            if phase == "evaluate":
+                acc = 0.7 if pod.metadata.labels["stilts.dev/task"] == "none" else 0.75
+                summary["test"] = {"en": acc, "de": acc - 0.2}
+            self.sim.finish(pod, 0, json.dumps(summary))
+            if pod.metadata.name.endswith("master-0"):
+                self.finished[job_name] = now
+
+    def run_until(self, predicate, timeout=240):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            self.step()
+            if predicate():
+                return
+            time.sleep(0.3)
+        raise TimeoutError("experiment did not reach the expected state")
+
+
+def get(plane, namespace, name="exp"):
+    return client.CustomObjectsApi(plane.api_client()).get_namespaced_custom_object(GROUP, VERSION, namespace,
+                                                                                    PLURAL, name)
+
+
+def create(plane, namespace, body):
+    return client.CustomObjectsApi(plane.api_client()).create_namespaced_custom_object(GROUP, VERSION, namespace,
+                                                                                       PLURAL, body)
+
+
+def phase_is(plane, namespace, *phases, name="exp"):
+    return lambda: (get(plane, namespace, name).get("status") or {}).get("phase") in phases
+
+
+def events(plane, namespace):
+    return [e.reason for e in client.CoreV1Api(plane.api_client()).list_namespaced_event(namespace).items]
+
+
+def test_experiment_runs_to_succeeded_in_order_within_the_bound(control_plane, operator, pod_simulator, namespace):
+    create(control_plane, namespace, experiment())
+    driver = PodDriver(control_plane, pod_simulator, namespace)
+    driver.run_until(phase_is(control_plane, namespace, "Succeeded"))
+    status = get(control_plane, namespace)["status"]
+    assert status["progress"] == "11/11" and status["counts"]["Succeeded"] == 11
+    assert driver.max_active <= 2, "maxConcurrentJobs honoured"
+    # Parents before children: each job appeared only after its parent's pods finished.
+    records = status["jobs"]
+    from stilts.manifests import child_name
+    from stilts.plan import plan
+    from stilts.spec import parse_spec
+    for job in plan(parse_spec(SPEC)):
+        mine = child_name("exp", job.hash, records[job.hash]["attempts"])
+        for parent in job.depends_on:
+            theirs = child_name("exp", parent, records[parent]["attempts"])
+            assert driver.finished[theirs] <= driver.first_seen[mine], (job.name, "started before its parent ended")
+    results = {(r["backbone"], r["intermediateTask"], r["language"]): r["accuracy"] for r in status["results"]}
+    assert results[("dense", "qqp", "en")] == 0.75 and results[("moe", "none", "de")] == pytest.approx(0.5)
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {"Ready": "True", "Degraded": "False"}
+    assert status["observedGeneration"] == get(control_plane, namespace)["metadata"]["generation"]
+    # Two-worker MoE jobs: Master + Worker pods, torchrun told its node count and processes per node.
+    moe_job = next(j for j in driver.jobs() if j["metadata"]["labels"]["stilts.dev/backbone"] == "moe")
+    assert moe_job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 1
+    assert "JobCreated" in events(control_plane, namespace) and "JobSucceeded" in events(control_plane, namespace)
+    # The claim exists, made by the operator.
+    claim = client.CoreV1Api(control_plane.api_client()).read_namespaced_persistent_volume_claim(
+        "exp-checkpoints", namespace)
+    assert claim.spec.access_modes == ["ReadWriteMany"]
+    # Metrics: accuracy and gain over the baseline.
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{operator.port}/metrics", timeout=5).read().decode()
+    assert 'stilts_xnli_accuracy{backbone="dense",experiment="exp",intermediate_task="qqp",language="en",seed="1"} 0.75' in text
+    assert 'stilts_xnli_gain{backbone="dense",experiment="exp",intermediate_task="qqp",language="en",seed="1"} 0.05' in text
+    assert "stilts_reconcile_duration_seconds_count" in text and 'stilts_jobs{experiment="exp",state="Succeeded"} 11.0' in text
+
+
+def test_failing_twice_then_succeeding_is_retried_with_backoff(control_plane, operator, pod_simulator, namespace):
+    create(control_plane, namespace, experiment(backbones=SPEC["backbones"][:1]))
+    driver = PodDriver(control_plane, pod_simulator, namespace, fail={"dense-qqp-target": 2})
+    driver.run_until(phase_is(control_plane, namespace, "Succeeded"))
+    records = get(control_plane, namespace)["status"]["jobs"]
+    attempts = {r["name"]: r["attempts"] for r in records.values()}
+    assert attempts["dense-qqp-s1-target"] == 3 and attempts["dense-none-s1-target"] == 1
+    names = [n for n in driver.order if n.endswith(("-1", "-2", "-3"))]
+    assert len(names) == len(set(names))
+    assert events(control_plane, namespace).count("JobRetrying") == 2
+
+
+def test_a_job_that_keeps_failing_fails_its_run_only(control_plane, operator, pod_simulator, namespace):
+    create(control_plane, namespace, experiment(backbones=SPEC["backbones"][:1], retries={"limit": 1,
+                                                                                          "backoffSeconds": 1}))
+    driver = PodDriver(control_plane, pod_simulator, namespace, fail={"dense-qqp-intermediate": 99})
+    driver.run_until(phase_is(control_plane, namespace, "Failed"))
+    status = get(control_plane, namespace)["status"]
+    runs = {r["intermediateTask"]: r for r in status["runs"]}
+    assert runs["none"]["state"] == "Succeeded", "the baseline run went on"
+    assert runs["qqp"]["state"] == "Failed" and runs["qqp"]["attempts"] == 2
+    assert "simulated failure" in runs["qqp"]["message"]
+    assert status["counts"]["Blocked"] == 2
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Degraded"] == "True"
+
+
+def test_operator_killed_mid_experiment_creates_no_duplicate(control_plane, training_operator, pod_simulator,
+                                                             namespace):
+    op = Operator(control_plane).start()
+    create(control_plane, namespace, experiment())
+    driver = PodDriver(control_plane, pod_simulator, namespace)
+    driver.run_until(lambda: len(driver.finished) >= 3)
+    op.kill()
+    driver.step()
+    before = {j["metadata"]["name"] for j in driver.jobs()}
+    op = Operator(control_plane).start()
+    try:
+        driver.run_until(phase_is(control_plane, namespace, "Succeeded"))
+    finally:
+        op.stop()
+    per_hash = Counter(j["metadata"]["labels"]["stilts.dev/job-hash"] for j in driver.jobs())
+    assert set(per_hash.values()) == {1}, "one PyTorchJob per job: none duplicated across the restart"
+    assert before <= {j["metadata"]["name"] for j in driver.jobs()}
+
+
+def test_spec_edit_adds_only_the_new_jobs(control_plane, operator, pod_simulator, namespace):
+    create(control_plane, namespace, experiment(backbones=SPEC["backbones"][:1]))
+    driver = PodDriver(control_plane, pod_simulator, namespace)
+    driver.run_until(phase_is(control_plane, namespace, "Succeeded"))
+    first = {j["metadata"]["name"]: j["metadata"]["uid"] for j in driver.jobs()}
+    client.CustomObjectsApi(control_plane.api_client()).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "exp", {"spec": {"seeds": [1, 2]}})
+    driver.run_until(lambda: (get(control_plane, namespace).get("status") or {}).get("progress") == "11/11")
+    after = {j["metadata"]["name"]: j["metadata"]["uid"] for j in driver.jobs()}
+    assert all(after[name] == uid for name, uid in first.items()), "finished jobs untouched"
+    assert len(after) - len(first) == 5, "seed 2: intermediate, 2 targets, 2 evaluates (pretrain shared)"
+
+
+def test_deleting_the_experiment_cleans_children_and_keeps_checkpoints(control_plane, operator, pod_simulator,
+                                                                       namespace):
+    create(control_plane, namespace, experiment(backbones=SPEC["backbones"][:1]))
+    driver = PodDriver(control_plane, pod_simulator, namespace)
+    driver.run_until(lambda: len(driver.jobs()) >= 1)
+    client.CustomObjectsApi(control_plane.api_client()).delete_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "exp")
+    wait_until(lambda: not driver.jobs(), 120, "children garbage-collected")
+    core = client.CoreV1Api(control_plane.api_client())
+    wait_until(lambda: not core.list_namespaced_config_map(
+        namespace, label_selector="stilts.dev/experiment=exp").items, 120, "job ConfigMaps garbage-collected")
+    assert core.read_namespaced_persistent_volume_claim("exp-checkpoints", namespace), "retainOnDelete keeps it"
+    with pytest.raises(ApiException) as info:
+        get(control_plane, namespace)
+    assert info.value.status == 404, "no finalizer held it"
