@@ -120,7 +120,9 @@ def _reconcile(namespace: str, name: str) -> None:
     if not experiment["spec"].get("storage", {}).get("claimName"):
         _create(lambda: client.CoreV1Api(api()).create_namespaced_persistent_volume_claim(
             namespace, manifests.claim(experiment)))
-    observed = _observe(namespace, name)
+    records = (experiment.get("status") or {}).get("jobs") or {}
+    running = {manifests.child_name(name, h, r["attempts"]) for h, r in records.items() if r.get("state") == "Running"}
+    observed = _observe(namespace, name, running)
     decision = reconcile(name, experiment["spec"], jobs, observed, experiment.get("status") or {}, time.time(),
                          experiment["metadata"].get("generation", 0))
     core = client.CoreV1Api(api())
@@ -146,7 +148,8 @@ def _reconcile(namespace: str, name: str) -> None:
         timer.start()
 
 
-def _observe(namespace: str, name: str) -> dict[str, Observed]:
+def _observe(namespace: str, name: str, running: set[str]) -> dict[str, Observed]:
+    """Children and their conditions; pods are read only for children that just finished."""
     custom = client.CustomObjectsApi(api())
     children = custom.list_namespaced_custom_object("kubeflow.org", "v1", namespace, "pytorchjobs",
                                                     label_selector=f"{manifests.LABEL_EXPERIMENT}={name}")["items"]
@@ -154,7 +157,9 @@ def _observe(namespace: str, name: str) -> dict[str, Observed]:
     for child in children:
         condition, message = job_condition(child)
         termination = ""
-        if condition == "Succeeded":
+        if child["metadata"]["name"] not in running:
+            pass
+        elif condition == "Succeeded":
             termination = _termination_message(namespace, child["metadata"]["name"])
         elif condition == "Failed":
             message = _termination_message(namespace, child["metadata"]["name"]) or message
@@ -206,6 +211,8 @@ def run(namespaces: list[str], standalone: bool = True, peering: str | None = No
     """Entry point of `stilts operator` and of the operator image. Ports come from the environment
     (STILTS_METRICS_PORT, default 8080; STILTS_HEALTH_PORT for /healthz, default 8081)."""
     liveness = f"http://0.0.0.0:{os.environ.get('STILTS_HEALTH_PORT', '8081')}/healthz"
-    kopf.configure(verbose=False)
+    level = os.environ.get("STILTS_LOG_LEVEL", "INFO").upper()
+    kopf.configure(verbose=level == "DEBUG")
+    logging.getLogger().setLevel(level)
     kopf.run(clusterwide=not namespaces, namespaces=namespaces, standalone=standalone, peering_name=peering,
              liveness_endpoint=liveness)

@@ -37,11 +37,12 @@ def experiment(name="exp", **changes):
 
 
 class Operator:
-    def __init__(self, plane):
+    def __init__(self, plane, kubeconfig=None):
         self.plane, self.process, self.port = plane, None, free_port()
+        self.kubeconfig = kubeconfig or plane.kubeconfig
 
     def start(self):
-        env = {"KUBECONFIG": str(self.plane.kubeconfig), "STILTS_RESYNC_SECONDS": "2",
+        env = {"KUBECONFIG": str(self.kubeconfig), "STILTS_RESYNC_SECONDS": "2",
                "STILTS_METRICS_PORT": str(self.port), "STILTS_HEALTH_PORT": str(free_port()),
                "PYTHONUNBUFFERED": "1"}
         self.process = start(f"stilts-operator-{time.time_ns()}", [sys.executable, "-m", "stilts.cli", "operator"],

@@ -1,0 +1,115 @@
+"""The operator at scale against the real API server (the Go-built test control plane): apply N
+experiments of ~60 jobs each, drive every PyTorchJob to Succeeded by patching its status (no
+training operator, no pods), and report: time until every ready job exists, jobs created per
+second, reconcile latency p50/p95 (from the operator's histogram), and the operator's peak memory.
+
+    .venv/bin/python benchmarks/operator_scale.py [--experiments 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kubernetes import client  # noqa: E402
+
+from stilts.plan import plan  # noqa: E402
+from stilts.spec import GROUP, PLURAL, VERSION, parse_spec  # noqa: E402
+from tests.cluster.harness import ControlPlane, OUR_CRD, PYTORCHJOB_CRD, free_port, missing_binaries, start  # noqa: E402
+
+SPEC = {"dataSource": "hub", "intermediateTasks": ["anli", "mnli", "qqp"], "seeds": [1, 2, 3, 4, 5],
+        "maxConcurrentJobs": 60, "retries": {"limit": 1, "backoffSeconds": 1},
+        "backbones": [{"name": "dense", "model": "FacebookAI/xlm-roberta-large", "gpusPerWorker": 8}]}
+
+
+def quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    """Upper bound of the histogram bucket holding quantile q."""
+    total = buckets[-1][1]
+    for bound, count in buckets:
+        if count >= q * total:
+            return bound
+    return float("inf")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiments", type=int, default=20)
+    args = parser.parse_args()
+    if missing_binaries():
+        sys.exit(f"control-plane binaries missing: {missing_binaries()} (run `make controlplane`)")
+    per_experiment = len(plan(parse_spec(SPEC)))
+    plane = ControlPlane(Path(tempfile.mkdtemp()))
+    try:
+        plane.start(controller_manager=False)
+        plane.apply_crd(OUR_CRD)
+        plane.apply_crd(PYTORCHJOB_CRD)
+        port = free_port()
+        op = start("operator", [sys.executable, "-m", "stilts.cli", "operator"], plane.workdir,
+                   env={"KUBECONFIG": str(plane.kubeconfig), "STILTS_METRICS_PORT": str(port),
+                        "STILTS_HEALTH_PORT": str(free_port()), "STILTS_RESYNC_SECONDS": "10"})
+        plane.processes.append(op)
+        api = plane.api_client()
+        custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
+        core.create_namespace({"metadata": {"name": "bench"}})
+        time.sleep(3)  # the operator's watches are up
+        started = time.time()
+        for i in range(args.experiments):
+            custom.create_namespaced_custom_object(GROUP, VERSION, "bench", PLURAL, {
+                "apiVersion": f"{GROUP}/{VERSION}", "kind": "TransferExperiment", "metadata": {"name": f"x{i}"},
+                "spec": SPEC})
+        total = args.experiments * per_experiment
+        seen: dict[str, float] = {}
+        done: set[str] = set()
+        first_wave = None
+        rounds = []
+        while len(done) < total and time.time() - started < 1200:
+            jobs = custom.list_namespaced_custom_object("kubeflow.org", "v1", "bench", "pytorchjobs")["items"]
+            now = time.time()
+            for job in jobs:
+                seen.setdefault(job["metadata"]["name"], now)
+            pending = [j for j in jobs if j["metadata"]["name"] not in done]
+            if first_wave is None and len(seen) >= args.experiments:
+                first_wave = now - started
+            if not pending:
+                time.sleep(0.2)
+                continue
+            rounds.append((now, len(pending)))
+            for job in pending:  # every existing child succeeds: the next wave becomes ready
+                t = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                custom.patch_namespaced_custom_object_status(
+                    "kubeflow.org", "v1", "bench", "pytorchjobs", job["metadata"]["name"],
+                    {"status": {"conditions": [{"type": "Succeeded", "status": "True", "reason": "Bench",
+                                                "message": "", "lastUpdateTime": t, "lastTransitionTime": t}]}})
+                done.add(job["metadata"]["name"])
+        elapsed = time.time() - started
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        buckets = [(float("inf") if m[0] == "+Inf" else float(m[0]), float(m[1])) for m in
+                   re.findall(r'stilts_reconcile_duration_seconds_bucket\{le="([^"]+)"\} ([0-9.e+]+)', text)]
+        reconciles = int(buckets[-1][1])
+        rss = next(line.split()[1] for line in Path(f"/proc/{op.popen.pid}/status").read_text().splitlines()
+                   if line.startswith("VmHWM"))
+        phases = [custom.get_namespaced_custom_object(GROUP, VERSION, "bench", PLURAL, f"x{i}")["status"]["phase"]
+                  for i in range(args.experiments)]
+        print(f"{args.experiments} experiments x {per_experiment} jobs = {total} PyTorchJobs, real kube-apiserver, "
+              f"2 cores")
+        print(f"first ready job of every experiment exists after {first_wave:.1f} s")
+        print(f"all {len(seen)} jobs created and succeeded in {elapsed:.1f} s "
+              f"({len(seen) / elapsed:.1f} jobs created per second, waves of ready jobs included)")
+        print(f"reconciles {reconciles}; latency p50 <= {quantile(buckets, 0.5) * 1000:.0f} ms, "
+              f"p95 <= {quantile(buckets, 0.95) * 1000:.0f} ms (histogram bucket bounds)")
+        print(f"operator peak memory (VmHWM) {int(rss) / 1024:.0f} MiB; experiments Succeeded: "
+              f"{phases.count('Succeeded')}/{len(phases)}")
+    finally:
+        plane.stop()
+
+
+if __name__ == "__main__":
+    main()

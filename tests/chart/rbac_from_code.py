@@ -1,0 +1,56 @@
+"""The Kubernetes API calls the operator makes, read from its source (ast), as RBAC triples."""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from stilts import manifests, spec
+from tests.conftest import REPO
+
+SOURCE = REPO / "operator" / "stilts" / "operator.py"
+VERBS = {"create": "create", "read": "get", "get": "get", "list": "list", "patch": "patch", "delete": "delete",
+         "replace": "update"}
+CORE_PLURALS = {"config_map": "configmaps", "persistent_volume_claim": "persistentvolumeclaims", "pod": "pods",
+                "event": "events", "secret": "secrets", "service": "services"}
+# kopf keeps handler progress on the object: handlers of create/update/resume patch it.
+PATCHING_HANDLERS = {"create", "update", "resume", "delete", "timer"}
+# kopf itself lists and watches CRDs cluster-wide to discover resources (kopf's sample RBAC has it too).
+KOPF_OWN = {("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+            ("apiextensions.k8s.io", "customresourcedefinitions", "watch")}
+
+
+def _value(node):
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name):
+        return getattr(spec, node.id)
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "manifests":
+        return getattr(manifests, node.attr)
+    raise ValueError(ast.dump(node))
+
+
+def required() -> set[tuple[str, str, str]]:
+    tree = ast.parse(SOURCE.read_text())
+    out: set[tuple[str, str, str]] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+            continue
+        name = node.func.attr
+        owner = ast.unparse(node.func.value)
+        if owner in ("kopf.on", "kopf") and name in ("create", "update", "resume", "delete", "event", "timer"):
+            group, _, plural = (_value(a) for a in node.args[:3])
+            out |= {(group, plural, "list"), (group, plural, "watch")}
+            if name in PATCHING_HANDLERS:
+                out.add((group, plural, "patch"))
+            continue
+        match = re.match(r"(create|read|get|list|patch|delete|replace)_namespaced_(\w+?)(_status)?$", name)
+        if not match:
+            continue
+        verb, kind, status = VERBS[match[1]], match[2], match[3]
+        if kind == "custom_object":
+            group, plural = _value(node.args[0]), _value(node.args[3])
+        else:
+            group, plural = "", CORE_PLURALS[kind]
+        out.add((group, plural + ("/status" if status else ""), verb))
+    return out

@@ -1,0 +1,150 @@
+"""The chart with the real helm: lint, render, what it grants, what the dashboard asks for."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+from .rbac_from_code import KOPF_OWN, required
+
+CHART = REPO / "charts" / "stilts"
+HELM = str(Path(sys.executable).parent / "helm")
+VARIANTS = {
+    "default": [],
+    "namespaced": ["--set", "watchNamespaces={team-a,team-b}"],
+    "monitors": ["--set", "serviceMonitor.enabled=true", "--set", "podMonitor.enabled=true",
+                 "--set", "serviceMonitor.labels.release=kps"],
+    "no-dashboard": ["--set", "dashboard.enabled=false", "--set", "serviceAccount.create=false"],
+}
+
+
+def helm(*args) -> str:
+    result = subprocess.run([HELM, *args], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def render(variant: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all(helm("template", "stilts", str(CHART), "--namespace", "stilts",
+                                               *VARIANTS[variant])) if d]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_lint_and_render(variant):
+    helm("lint", "--strict", str(CHART), *VARIANTS[variant])
+    kinds = sorted(d["kind"] for d in render(variant))
+    assert "Deployment" in kinds
+    if variant == "namespaced":  # a Role per namespace; cluster scope only for kopf's CRD discovery
+        assert kinds.count("Role") == 2 and kinds.count("ClusterRole") == 1
+    if variant == "monitors":
+        assert {"ServiceMonitor", "PodMonitor"} <= set(kinds)
+    if variant == "no-dashboard":
+        assert "ConfigMap" not in kinds and "ServiceAccount" not in kinds
+
+
+def test_bad_values_are_refused_by_the_schema():
+    result = subprocess.run([HELM, "lint", str(CHART), "--set", "logLevel=LOUD"], capture_output=True, text=True)
+    assert result.returncode != 0 and "logLevel" in result.stdout + result.stderr
+
+
+def test_chart_crd_is_identical_to_crds():
+    assert (CHART / "crds" / "stilts.dev_transferexperiments.yaml").read_text() == \
+        (REPO / "crds" / "stilts.dev_transferexperiments.yaml").read_text()
+
+
+@pytest.mark.parametrize("variant", ["default", "namespaced"])
+def test_rbac_grants_exactly_what_the_operator_calls(variant):
+    docs = render(variant)
+    kind = "Role" if variant == "namespaced" else "ClusterRole"
+    discovery = next(d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("-discovery"))
+    roles = [d for d in docs if d["kind"] == kind and d is not discovery]
+    assert roles
+    for role in roles:
+        granted = {(g, r, v) for rule in role["rules"] + discovery["rules"] for g in rule["apiGroups"]
+                   for r in rule["resources"] for v in rule["verbs"]}
+        assert not any("*" in x for t in granted for x in t), "no wildcards"
+        needed = required() | KOPF_OWN
+        assert needed - granted == set(), f"missing: {needed - granted}"
+        assert granted - needed == set(), f"granted but never used: {granted - needed}"
+        assert not any(r == "secrets" for _, r, _ in granted), "the operator reads no Secrets"
+
+
+def test_operator_pod_is_restricted():
+    deployment = next(d for d in render("default") if d["kind"] == "Deployment")
+    assert deployment["spec"]["strategy"]["type"] == "Recreate" and deployment["spec"]["replicas"] == 1
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    c = pod["containers"][0]
+    assert c["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                    "capabilities": {"drop": ["ALL"]}}
+    assert {p["name"] for p in c["ports"]} == {"metrics", "health"}
+
+
+def test_namespaced_mode_passes_the_namespaces_to_the_operator():
+    deployment = next(d for d in render("namespaced") if d["kind"] == "Deployment")
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["args"] == ["--namespace=team-a",
+                                                                              "--namespace=team-b"]
+
+
+def test_values_are_documented_line_by_line():
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    keys = [i for i, line in enumerate(lines) if re.match(r"^\s*[a-zA-Z]\w*:", line)]
+    assert len(keys) > 25
+    for i in keys:
+        assert lines[i - 1].strip().startswith("#"), f"values.yaml line {i + 1} has no comment: {lines[i]}"
+
+
+def test_notes_tell_the_user_what_to_do_next():
+    notes = helm("install", "stilts", str(CHART), "--dry-run=client", "--namespace", "stilts")
+    assert "kubectl apply -f examples/" in notes and "kubectl get tx" in notes and "Grafana" in notes
+    assert "Kubeflow training operator" in notes and "ReadWriteMany" in notes
+
+
+def exported_metric_names() -> set[str]:
+    from prometheus_client import REGISTRY
+    import stilts.metrics  # noqa: F401 - registers the operator's metrics
+    from stilts_trainer.metrics import TrainerMetrics
+
+    names = set()
+    trainer = TrainerMetrics({k: "x" for k in ("experiment", "job_hash", "phase", "backbone", "task")})
+    trainer.moe(0.1, {"expert_share": [1.0], "dropped_share": 0.0})
+    for registry in (REGISTRY, trainer.registry):
+        for family in registry.collect():
+            names |= {s.name for s in family.samples} | {family.name}
+            if family.type == "histogram":  # a labelled histogram has no samples before its first observation
+                names |= {family.name + suffix for suffix in ("_bucket", "_count", "_sum")}
+    return names
+
+
+def test_every_dashboard_metric_is_exported():
+    dashboard = json.loads((CHART / "files" / "dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    exprs += [v["query"]["query"] for v in dashboard["templating"]["list"] if isinstance(v.get("query"), dict)]
+    used = {m for e in exprs for m in re.findall(r"\bstilts_[a-z_]+", e)}
+    assert len(used) >= 10
+    missing = used - exported_metric_names()
+    assert not missing, f"dashboard queries metrics nobody exports: {missing}"
+    titles = " ".join(p["title"] for p in dashboard["panels"]).lower()
+    for topic in ("accuracy", "gain", "jobs", "loss", "tokens", "expert", "fail"):
+        assert topic in titles
+    assert {v["name"] for v in dashboard["templating"]["list"]} >= {"experiment", "backbone"}
+
+
+def test_dockerfiles_pass_hadolint_and_keep_tests_out_of_the_context():
+    hadolint = str(Path(sys.executable).parent / "hadolint")
+    result = subprocess.run([hadolint, "Dockerfile.trainer", "Dockerfile.operator"], cwd=REPO, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    ignore = (REPO / ".dockerignore").read_text().splitlines()
+    assert ignore[0] == "*" or "*" in ignore, "everything is excluded unless listed"
+    assert not any(line.startswith("!tests") or line.startswith("!.venv") for line in ignore)
+    trainer = (REPO / "Dockerfile.trainer").read_text()
+    assert "USER 1000" in trainer and "torch==" not in trainer  # versions come from requirements.txt
+    assert "torch" not in (REPO / "Dockerfile.operator").read_text().split("grep -E")[1].split("'")[1]

@@ -1,0 +1,67 @@
+"""The chart against the real API server: every rendered object passes server-side validation, and
+the operator runs an experiment to the end with nothing but the chart's RBAC."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client
+
+from tests.chart.test_chart import CHART, HELM, VARIANTS
+
+from .test_operator import Operator, PodDriver, create, experiment, get, phase_is, SPEC
+
+pytestmark = pytest.mark.cluster
+KUBECTL = str(Path(sys.executable).parent / "kubectl")
+MONITOR_KINDS = {"ServiceMonitor", "PodMonitor"}  # prometheus-operator's CRDs are not in the test cluster
+
+
+def rendered(variant, namespace):
+    out = subprocess.run([HELM, "template", "stilts", str(CHART), "--namespace", namespace, *VARIANTS[variant]],
+                         capture_output=True, text=True, check=True).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+@pytest.mark.parametrize("variant", ["default", "namespaced", "monitors"])
+def test_rendered_objects_pass_server_side_validation(control_plane, namespace, variant, tmp_path):
+    core = client.CoreV1Api(control_plane.api_client())
+    docs = [d for d in rendered(variant, namespace) if d["kind"] not in MONITOR_KINDS]
+    for ns in ("team-a", "team-b"):
+        try:
+            core.create_namespace({"metadata": {"name": ns}})
+        except client.ApiException as err:
+            assert err.status == 409
+    path = tmp_path / "objects.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    result = subprocess.run([KUBECTL, "--kubeconfig", str(control_plane.kubeconfig), "apply", "--dry-run=server",
+                             "--validate=strict", "-f", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("(server dry run)") == len(docs)
+
+
+def test_operator_runs_with_only_the_charts_rbac(control_plane, training_operator, pod_simulator, namespace):
+    rbac = client.RbacAuthorizationV1Api(control_plane.api_client())
+    roles = [d for d in rendered("default", namespace) if d["kind"] == "ClusterRole"]
+    assert len(roles) == 2
+    for i, role in enumerate(roles):  # the chart's roles, bound to the harness's non-admin user
+        role["metadata"]["name"] = f"stilts-chart-test-{i}"
+        rbac.create_cluster_role(role)
+        rbac.create_cluster_role_binding({
+            "metadata": {"name": f"stilts-chart-test-{i}"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": f"stilts-chart-test-{i}"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}]})
+    op = Operator(control_plane, kubeconfig=control_plane.user_kubeconfig).start()
+    try:
+        create(control_plane, namespace, experiment(backbones=SPEC["backbones"][:1]))
+        driver = PodDriver(control_plane, pod_simulator, namespace, fail={"dense-none-target": 1})
+        driver.run_until(phase_is(control_plane, namespace, "Succeeded"), timeout=180)
+        log = op.process.log.read_text()
+        assert "403" not in log and "Forbidden" not in log, log[-3000:]
+        assert get(control_plane, namespace)["status"]["results"]
+    finally:
+        op.stop()
+        for i in range(2):
+            rbac.delete_cluster_role_binding(f"stilts-chart-test-{i}")
+            rbac.delete_cluster_role(f"stilts-chart-test-{i}")
