@@ -4,12 +4,12 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast install controlplane crd lint clean
+.PHONY: demo test test-fast install controlplane prometheus crd clean
 
 demo: $(STAMP)                       ## the offline demo: the whole grid on this machine, then the report
 	$(VENV)/bin/stilts run examples/demo.yaml
 
-test: $(STAMP) controlplane          ## the whole suite, slow tests included (what CI runs)
+test: $(STAMP) controlplane prometheus  ## the whole suite, slow tests included (what CI runs)
 	$(PY) -m pytest -ra
 
 test-fast: $(STAMP)                  ## unit tests only
@@ -28,6 +28,12 @@ $(STAMP): requirements.txt trainer/pyproject.toml operator/pyproject.toml hack/i
 controlplane:                        ## etcd, kube-apiserver, controller-manager, training operator (cached by version)
 	@if command -v go >/dev/null; then hack/controlplane/build.sh >/dev/null; \
 	else echo "Go not found: the cluster tests will skip (install Go >= 1.26 to run them)"; fi
+
+prometheus:                          ## Debian's Prometheus server, for the dashboard test (needs root + apt)
+	@command -v prometheus >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null; \
+	  else echo "prometheus not found and cannot apt-get it here: the dashboard test will skip"; fi; }
 
 crd: $(STAMP)                        ## regenerate crds/ from the spec model
 	$(VENV)/bin/stilts crd > crds/stilts.dev_transferexperiments.yaml

@@ -36,13 +36,13 @@ def worker(args) -> None:
     from stilts_trainer.job import parse
 
     settings = json.loads(args.moe) if args.moe else None
-    backbone = {"name": "b", "model": "stilts/tiny-xlmr"}
+    directory = os.path.join(args.tmp, "dense")
+    backbone = {"name": "b", "model": directory}
     if settings:
         backbone.update(architecture="moe", moe={**settings, "everyNLayers": 2, "dropTokens": True})
     ctx = engine.init_distributed()
     tokenizer = model.train_tokenizer(synthetic.mlm_corpus(0, 300))
     torch.manual_seed(0)
-    directory = os.path.join(args.tmp, "dense")
     if ctx.is_main and not os.path.isdir(directory):
         mlm = model.tiny_mlm("stilts/tiny-xlmr", tokenizer)
         mlm.save_pretrained(directory)
@@ -69,8 +69,15 @@ def worker(args) -> None:
                                       "steps": args.steps}), flush=True)
 
 
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def run(name: str, settings, steps: int, tmp: str) -> dict:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "0",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
            __file__, "--worker", "--steps", str(steps), "--tmp", tmp]
     if settings:
         cmd += ["--moe", json.dumps(settings)]

@@ -69,7 +69,7 @@ class LocalExecutor:
         cores = os.cpu_count() or 1
         limit = self.experiment.spec.max_concurrent_jobs
         self.parallel = min(limit, self.parallel or max(1, cores // self.nproc))
-        self.threads = max(1, cores // (self.parallel * self.nproc))
+        self.cores = cores
         self.jobs = plan(self.experiment.spec)
         self.states = {j.hash: JobState(j) for j in self.jobs}
         self.dir = self.root / self.experiment.name
@@ -117,7 +117,8 @@ class LocalExecutor:
         tmp.write_text(json.dumps({"experiment": self.experiment.name, "jobs": rows}, indent=2))
         os.replace(tmp, self.dir / "plan.json")
 
-    def launch(self, s: JobState) -> None:
+    def launch(self, s: JobState, sharing: int = 1) -> None:
+        """Start one job; `sharing` jobs (this one included) split the cores between them."""
         job = s.job
         out = self.dir / job.hash
         out.mkdir(parents=True, exist_ok=True)
@@ -131,7 +132,8 @@ class LocalExecutor:
             launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
                         "--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
             cmd = launcher + cmd[1:] if cmd[0] == sys.executable else launcher + ["--no-python"] + cmd
-        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "PYTHONUNBUFFERED": "1"}
+        threads = max(1, self.cores // (nproc * sharing))
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
         s.log = out / "train.log"
         with open(s.log, "a") as log:
             log.write(f"\n=== attempt {s.attempts + 1}: {' '.join(cmd)}\n")
@@ -190,8 +192,9 @@ class LocalExecutor:
                 for s in running:
                     self.observe(s)
                 running = [s for s in self.states.values() if s.status == "running"]
-                for s in self.ready(now)[: self.parallel - len(running)]:
-                    self.launch(s)
+                starting = self.ready(now)[: self.parallel - len(running)]
+                for s in starting:
+                    self.launch(s, sharing=len(running) + len(starting))
                 self.write_manifest()
                 counts = self.counts()
                 if counts["running"] == 0 and not any(s.status == "pending" for s in self.states.values()):

@@ -7,7 +7,6 @@ rendezvous address and processes per node from the PET_* variables the training 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 
@@ -150,6 +149,3 @@ def claim(experiment: dict) -> dict:
         spec["storageClassName"] = storage["storageClassName"]
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": spec}
 
-
-def spec_digest(spec: dict) -> str:
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]

@@ -100,9 +100,9 @@ def test_concurrency_bound(tmp_path):
     peak = 0
     original = ex.launch
 
-    def launch(s):
+    def launch(s, sharing=1):
         nonlocal peak
-        original(s)
+        original(s, sharing)
         peak = max(peak, sum(x.status == "running" for x in ex.states.values()))
     ex.launch = launch
     assert ex.run(poll_seconds=0.01)

@@ -64,12 +64,19 @@ def test_next_phase_starts_from_the_previous_encoder_and_drops_its_head(tmp_path
     assert (out / "model" / "head.pt").exists()
 
 
-def _wait_for(path, process, timeout=300):
+def _run_until_checkpoint_then_kill(path, marker, timeout=300):
+    """Start the job, SIGKILL it (the whole process group) once `marker` exists."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(trainer_command(path), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
     deadline = time.time() + timeout
-    while not path.exists():
+    while not marker.exists():
         assert process.poll() is None, "the job ended before the checkpoint appeared"
         assert time.time() < deadline
         time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return env
 
 
 @pytest.mark.parametrize("tear_newest", [False, True], ids=["killed", "killed-and-newest-shard-torn"])
@@ -84,12 +91,7 @@ def test_killed_job_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path, p
     path = tmp_path / "job.json"
     path.write_text(json.dumps(job_body("target", out, pretrained, task="mnli", hyperparameters=hp,
                                         checkpointEverySteps=10)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(trainer_command(path), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
-    _wait_for(out / "checkpoints" / "step-30" / "COMMITTED", process)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    env = _run_until_checkpoint_then_kill(path, out / "checkpoints" / "step-30" / "COMMITTED")
     assert not (out / "COMPLETE").exists()
     if tear_newest:
         newest = max((out / "checkpoints").glob("step-*/COMMITTED"), key=lambda p: int(p.parent.name[5:])).parent
@@ -116,12 +118,7 @@ def test_a_resume_that_finds_only_unreadable_checkpoints_refuses_to_start_over(t
                    hyperparameters={"maxTrainExamples": 800, "maxSteps": 20})
     path = tmp_path / "job.json"
     path.write_text(json.dumps(job))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(trainer_command(path), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
-    _wait_for(out / "checkpoints" / "step-10" / "COMMITTED", process)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    env = _run_until_checkpoint_then_kill(path, out / "checkpoints" / "step-10" / "COMMITTED")
     for shard in (out / "checkpoints").glob("step-*/*model_states.pt"):
         shard.write_bytes(b"")
     r = subprocess.run(trainer_command(path), env=env, capture_output=True, text=True, timeout=600)
