@@ -93,14 +93,11 @@ def test_moe_chain_with_ep2_then_evaluation_with_any_world_size(tmp_path, pretra
     assert results[1]["en"]["test"] > 0.45, (results, target_dev)
 
 
-@pytest.mark.slow
-def test_expert_parallelism_across_two_simulated_nodes(tmp_path, pretrained):
-    """Two torchrun launches (--nnodes 2), one process each, rendezvous on loopback: how two
-    PyTorchJob pods run it."""
-    out = tmp_path / "inter"
-    path = tmp_path / "job.json"
-    path.write_text(json.dumps(job_body("intermediate", out, pretrained, task="qqp", backbone=MOE,
-                                        hyperparameters=SMALL)))
+def _two_nodes(tmp_path, name, body):
+    """One job as two PyTorchJob pods run it: two torchrun launches (--nnodes 2), one process each,
+    rendezvous on loopback."""
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(body))
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank",
@@ -110,7 +107,21 @@ def test_expert_parallelism_across_two_simulated_nodes(tmp_path, pretrained):
              for rank in (0, 1)]
     logs = [n.communicate(timeout=600)[0] for n in nodes]
     assert [n.returncode for n in nodes] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
-    summary = json.loads((out / "COMPLETE").read_text())
-    assert summary["worldSize"] == 2
-    meta = json.loads((out / "model" / "moe.json").read_text())
+    assert json.loads((Path(body["output"]) / "COMPLETE").read_text())["worldSize"] == 2
+
+
+@pytest.mark.slow
+def test_moe_chain_across_two_simulated_nodes(tmp_path, pretrained):
+    up, inter, target, evaluate = (tmp_path / n for n in ("up", "inter", "target", "eval"))
+    _two_nodes(tmp_path, "up", job_body("pretrain", up, pretrained, backbone=MOE, hyperparameters={
+        "maxSteps": 10, "batchSize": 32, "microBatchSize": 16, "maxSeqLength": 48}))
+    _two_nodes(tmp_path, "inter", job_body("intermediate", inter, up, task="qqp", backbone=MOE,
+                                           hyperparameters=SMALL))
+    meta = json.loads((inter / "model" / "moe.json").read_text())
     assert meta["experts"] == 4 and meta["layers"] == [1, 3]
+    _two_nodes(tmp_path, "target", job_body("target", target, inter, task="mnli", backbone=MOE,
+                                            hyperparameters=SMALL))
+    _two_nodes(tmp_path, "eval", job_body("evaluate", evaluate, target, task="xnli", backbone=MOE,
+                                          languages=["en", "sw"]))
+    results = json.loads((evaluate / "results.json").read_text())
+    assert set(results["languages"]) == {"en", "sw"}
