@@ -14,7 +14,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from .spec import TINY_MODELS, Backbone, ExperimentSpec, MoE, PhaseTraining, dump_spec
+from .spec import TINY_MODELS, Backbone, ExperimentSpec, MoE, PhaseTraining
 
 NONE = "none"  # the baseline's intermediate task
 PHASE_ORDER = ("prefetch", "pretrain", "intermediate", "target", "evaluate")
@@ -38,10 +38,6 @@ class Job:
         parts = [self.backbone, self.intermediate_task or None, f"s{self.seed}" if self.seed is not None else None,
                  self.phase]
         return "-".join(p for p in parts if p)
-
-    @property
-    def world_size(self) -> int:
-        return self.workers * self.processes_per_worker
 
     @property
     def depends_on(self) -> tuple[str, ...]:
@@ -178,6 +174,3 @@ def job_json(job: Job, output: str, parent_dir: str | None, *, experiment: str, 
                 checkpointEverySteps=checkpoint_every_steps, cacheDir=cache_dir)
     return body
 
-
-def spec_fingerprint(spec: ExperimentSpec) -> str:
-    return content_hash(dump_spec(spec))

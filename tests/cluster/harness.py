@@ -9,13 +9,14 @@ import base64
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from tests.conftest import free_port  # noqa: F401 - re-exported for the cluster tests
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("STILTS_CACHE_DIR", Path.home() / ".cache" / "stilts")) / "controlplane" / "bin"
@@ -28,12 +29,6 @@ USER_TOKEN = "stilts-user-token"
 
 def missing_binaries() -> list[str]:
     return [b for b in BINARIES if not (BIN / b).is_file()]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -189,9 +184,6 @@ class ControlPlane:
             return any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or [])
         wait_until(established, 30, f"CRD {name} established")
         return name
-
-    def kubectl_env(self) -> dict:
-        return {"KUBECONFIG": str(self.kubeconfig)}
 
 
 @dataclass
