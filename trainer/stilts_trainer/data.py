@@ -52,7 +52,7 @@ def load_examples(task_name: str, split: str, data_source: str, seed: int, langu
                   mirror: str = "", cache_dir: str = "", limit: int = 0) -> list[dict]:
     task = tasks.get(task_name)
     if data_source == "synthetic":
-        records = task.synthetic(split, seed if task_name != "xnli" else 0, language)
+        records = task.synthetic(split, seed, language)
     else:
         records = _hub_records(task, split, language, mirror, cache_dir)
     examples = []
