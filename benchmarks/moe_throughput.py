@@ -32,7 +32,8 @@ def worker(args) -> None:
     """One configuration, inside torchrun: time `steps` optimizer steps after a warmup."""
     import torch
 
-    from stilts_trainer import data, engine, model, moe, synthetic
+    from stilts_trainer import data, engine, formats, model, moe, synthetic, tasks
+    from stilts_trainer.sampling import TrainingSet
     from stilts_trainer.job import parse
 
     settings = json.loads(args.moe) if args.moe else None
@@ -53,14 +54,17 @@ def worker(args) -> None:
                                      "maxSteps": args.steps, "evalEverySteps": 10**6, "maxSeqLength": 128},
                  "checkpointEverySteps": 10**6, "deepspeed": {"zeroStage": 2}})
     encoder = model.build_encoder(directory, job.backbone, ctx.world)
-    clf = model.Classifier(encoder, 3, model.aux_weight(job.backbone))
+    clf = model.TaskModel(encoder, [model.HeadSpec("mnli", "classification", tasks.get("mnli").labels)],
+                          model.aux_weight(job.backbone))
     for layer in moe.moe_layers(clf):
         layer.moe.deepspeed_moe.wall_clock_breakdown = True
-    items = data.encode(data.load_examples("mnli", "train", "synthetic", 1), tokenizer, 128)
+    items = data.encode(tasks.get("mnli"), data.load_examples("mnli", "train", "synthetic", 1), tokenizer, 128,
+                        tasks.get("mnli").labels)
     items = items[: (args.steps + 5) * 32]
     tokens = sum(len(i["input_ids"]) for i in items[: args.steps * 32])
     start = time.perf_counter()
-    engine.train(job, ctx, clf, items, tokenizer.pad_token_id, save_best=lambda m: None, evaluator=lambda m: 0.0)
+    engine.train(job, ctx, clf, TrainingSet({"mnli": items}, {"mnli": formats.get("classification").collate}),
+                 tokenizer.pad_token_id, save_best=lambda m: None, evaluator=lambda m: 0.0)
     elapsed = time.perf_counter() - start
     a2a = sum(layer.moe.deepspeed_moe.time_falltoall + layer.moe.deepspeed_moe.time_salltoall
               for layer in moe.moe_layers(clf)) / 1000.0  # ms -> s; DeepSpeed accumulates over forwards

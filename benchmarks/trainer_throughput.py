@@ -18,15 +18,22 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from stilts_trainer import data, engine, model, synthetic  # noqa: E402
+from stilts_trainer import data, engine, formats, model, synthetic, tasks  # noqa: E402
+from stilts_trainer.sampling import TrainingSet  # noqa: E402
 from stilts_trainer.job import parse  # noqa: E402
 
 
 def setup(max_len: int):
     tokenizer = model.train_tokenizer(synthetic.mlm_corpus(0, 300))
     examples = data.load_examples("mnli", "train", "synthetic", 1)
-    items = data.encode(examples, tokenizer, max_len)
+    mnli = tasks.get("mnli")
+    items = data.encode(mnli, examples, tokenizer, max_len, mnli.labels)
     return tokenizer, examples, items
+
+
+def classifier(tokenizer) -> model.TaskModel:
+    return model.TaskModel(model.tiny_mlm("stilts/tiny-xlmr", tokenizer).roberta,
+                           [model.HeadSpec("mnli", "classification", tasks.get("mnli").labels)])
 
 
 def ours(tokenizer, items, steps: int, batch: int, out: Path) -> float:
@@ -36,11 +43,12 @@ def ours(tokenizer, items, steps: int, batch: int, out: Path) -> float:
                  "deepspeed": {"zeroStage": 0}})
     ctx = engine.init_distributed()
     torch.manual_seed(0)
-    clf = model.Classifier(model.tiny_mlm("stilts/tiny-xlmr", tokenizer).roberta, 3)
+    clf = classifier(tokenizer)
     used = items[: steps * batch]
     tokens = sum(len(i["input_ids"]) for i in used)
     start = time.perf_counter()
-    engine.train(job, ctx, clf, used, tokenizer.pad_token_id, save_best=lambda m: None, evaluator=lambda m: 0.0)
+    engine.train(job, ctx, clf, TrainingSet({"mnli": used}, {"mnli": formats.get("classification").collate}),
+                 tokenizer.pad_token_id, save_best=lambda m: None, evaluator=lambda m: 0.0)
     return tokens / (time.perf_counter() - start)
 
 
@@ -70,13 +78,14 @@ def hf_trainer(tokenizer, examples, steps: int, batch: int, max_len: int, out: P
 def evaluation(tokenizer, max_len: int, dynamic: bool, batch: int) -> float:
     ctx = engine.init_distributed()
     torch.manual_seed(0)
-    clf = model.Classifier(model.tiny_mlm("stilts/tiny-xlmr", tokenizer).roberta, 3).eval()
+    clf = classifier(tokenizer).eval()
     examples = [e for lang in synthetic.XNLI_LANGUAGES
                 for e in data.load_examples("xnli", "test", "synthetic", 0, lang)][:6000]
-    items = data.encode(examples, tokenizer, max_len)
+    xnli = tasks.get("xnli")
+    items = data.encode(xnli, examples, tokenizer, max_len, xnli.labels)
     start = time.perf_counter()
     if dynamic:
-        engine.evaluate_accuracy(clf, items, batch, tokenizer.pad_token_id, ctx)
+        engine.predict(clf, formats.get("classification"), items, batch, tokenizer.pad_token_id, ctx)
     else:  # the common baseline: every batch padded to max length, in data order
         with torch.no_grad():
             for i in range(0, len(items), batch):

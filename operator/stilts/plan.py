@@ -14,7 +14,8 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from .spec import TINY_MODELS, Backbone, ExperimentSpec, MoE, PhaseTraining
+from .spec import (LOCAL_DATA_TASKS, MULTITASK, SPAN_TASKS, TINY_MODELS, Backbone, ExperimentSpec, MoE,
+                   PhaseTraining)
 
 NONE = "none"  # the baseline's intermediate task
 PHASE_ORDER = ("prefetch", "pretrain", "intermediate", "target", "evaluate")
@@ -49,8 +50,15 @@ def content_hash(inputs: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def _hyper(p: PhaseTraining, **override) -> dict:
+# Settings only some tasks read; other jobs leave them out, so changing them reruns only those jobs.
+TASK_SETTINGS = {"docStride": SPAN_TASKS, "multitaskTemperature": (MULTITASK,), "multitaskCap": (MULTITASK,)}
+
+
+def _hyper(p: PhaseTraining, task: str = "", **override) -> dict:
     out = p.model_dump(by_alias=True, mode="json")
+    for key, readers in TASK_SETTINGS.items():
+        if key in out and task not in readers:
+            del out[key]
     out.update(override)
     return out
 
@@ -92,6 +100,10 @@ class Planner:
         return {"backbone": _backbone_body(backbone), "dataSource": self.spec.data_source,
                 "mirror": self.spec.mirror, "deepspeed": self.spec.deepspeed.model_dump(by_alias=True, mode="json")}
 
+    def local_data(self, tasks: list[str]) -> dict:
+        """dataDir, for the jobs that read local files only (other jobs' hashes stay as they were)."""
+        return {"dataDir": self.spec.data_dir} if set(tasks) & set(LOCAL_DATA_TASKS) else {}
+
     def plan(self) -> list[Job]:
         spec = self.spec
         if spec.data_source == "hub":
@@ -109,7 +121,8 @@ class Planner:
         models = sorted({b.model for b in spec.backbones})
         tasks = sorted(set(spec.intermediate_tasks) | {spec.target.train_task, spec.target.task})
         anchor = spec.backbones[0]
-        body = {"phase": "prefetch", **self.common(anchor), "prefetch": {"models": models, "tasks": tasks}}
+        body = {"phase": "prefetch", **self.common(anchor), "prefetch": {"models": models, "tasks": tasks},
+                **self.local_data(tasks)}
         # One CPU process is enough to download.
         self.prefetch = self.add("prefetch", anchor, body, None, world=(1, 1))
 
@@ -136,7 +149,7 @@ class Planner:
         parent = root
         if task != NONE:
             body = {"phase": "intermediate", "task": task, **self.common(backbone), "seed": seed,
-                    "hyperparameters": _hyper(spec.training.intermediate)}
+                    "hyperparameters": _hyper(spec.training.intermediate, task), **self.local_data([task])}
             parent = self.add("intermediate", backbone, body, parent, run_task=task, seed=seed)
         body = {"phase": "target", "task": spec.target.train_task, **self.common(backbone), "seed": seed,
                 "hyperparameters": _hyper(spec.training.target)}

@@ -131,7 +131,7 @@ def _compact(message: str) -> dict:
         data = json.loads(message)
     except json.JSONDecodeError:
         return {"raw": message[:200]}
-    return {k: data[k] for k in ("test", "average", "devAccuracy", "steps", "seconds") if k in data}
+    return {k: data[k] for k in ("test", "average", "devScore", "steps", "seconds") if k in data}
 
 
 def _status(jobs: list[Job], records: dict, by_hash: dict, generation: int) -> dict:

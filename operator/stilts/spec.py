@@ -20,7 +20,13 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 # Kept equal to the trainer's task registry by tests/test_spec.py (the operator does not import torch).
 XNLI_LANGUAGES = ("ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh")
-INTERMEDIATE_TASKS = ("anli", "mnli", "qqp")
+INTERMEDIATE_TASKS = ("anli", "mnli", "qqp", "sst2", "squad", "squad_v2", "hellaswag", "cosmosqa",
+                      "commonsenseqa", "ccg", "multitask")
+SPAN_TASKS = ("squad", "squad_v2", "multitask")      # read hyperparameters.docStride
+LOCAL_DATA_TASKS = ("ccg", "multitask")               # read local files under dataDir (CCGbank is licensed)
+MULTITASK = "multitask"
+# The default: the paper's nine less CCG (CCGbank is licensed; add ccg and multitask with dataDir).
+DEFAULT_INTERMEDIATE_TASKS = ("anli", "mnli", "qqp", "sst2", "squad", "hellaswag", "cosmosqa", "commonsenseqa")
 TINY_MODELS = ("stilts/tiny-xlmr", "stilts/mini-xlmr")
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
@@ -104,6 +110,12 @@ class PretrainTraining(PhaseTraining):
 class IntermediateTraining(PhaseTraining):
     """Intermediate-task phase: 3 epochs for every task (STILTs' setting; see README)."""
     epochs: float = Field(3, gt=0, le=1000, description="Passes over the training set.")
+    doc_stride: int = Field(128, ge=1, le=8192, description="SQuAD: overlap in tokens between the windows of a "
+                            "context longer than maxSeqLength.")
+    multitask_temperature: float = Field(1.0, gt=0, le=1000, description="multitask: sample tasks with "
+                                         "p ~ min(size, multitaskCap)^(1/T); 1 = proportional to size.")
+    multitask_cap: int = Field(65536, ge=0, le=100_000_000, description="multitask: examples of a task counted "
+                               "when sampling (0 = no cap); keeps the large NLI sets from crowding out the rest.")
 
 
 class Training(_Model):
@@ -166,9 +178,12 @@ class ExperimentSpec(_Model):
                                                      "tiny world (demo and tests).")
     mirror: str = Field("", max_length=1024, description="Root on the volume holding hub repos in the hub "
                         "layout (models/<id>, datasets/<id>) for air-gapped clusters.")
+    data_dir: str = Field("", max_length=1024, description="Directory on the volume holding datasets that come "
+                          "from local files: CCGbank (ccg, multitask) as <dataDir>/ccgbank/data/AUTO/.")
     backbones: list[Backbone] = Field(..., min_length=1, max_length=8, description="Backbones to compare.")
     intermediate_tasks: list[Literal[INTERMEDIATE_TASKS]] = Field(
-        list(INTERMEDIATE_TASKS), max_length=16, description="English intermediate tasks.")
+        list(DEFAULT_INTERMEDIATE_TASKS), max_length=16, description="English intermediate tasks (default: the "
+        "paper's nine less ccg, which needs CCGbank under dataDir).")
     baseline: bool = Field(True, description="Also run each backbone with no intermediate task.")
     target: Target = Field(default_factory=Target)
     seeds: list[int] = Field([1, 2, 3], min_length=1, max_length=16, description="Seeds; one run per seed.")
@@ -202,6 +217,10 @@ RULES: list[tuple[str, str, str]] = [
                     "(self.workers * (self.gpusPerWorker == 0 ? 1 : self.gpusPerWorker)) "
                     "% (has(self.moe) ? self.moe.expertParallelSize : 8) == 0",
      "moe.expertParallelSize must divide the job's world size (workers x gpusPerWorker)"),
+    ("", "self.dataSource != 'hub' || self.dataDir != '' || "
+         f"!self.intermediateTasks.exists(t, t in {list(LOCAL_DATA_TASKS)})",
+     "spec.dataDir: ccg and multitask read CCGbank (licensed, not on a hub) from local files; set dataDir to "
+     "the directory holding ccgbank/data/AUTO"),
     ("seeds", "self.all(s, self.exists_one(t, t == s))", "spec.seeds: seeds must be unique"),
     ("intermediateTasks", "self.all(s, self.exists_one(t, t == s))",
      "spec.intermediateTasks: tasks must be unique"),

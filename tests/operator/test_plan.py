@@ -116,6 +116,25 @@ def test_hub_experiments_prefetch_first_without_changing_hashes():
     assert {j.hash for j in jobs if j.phase != "prefetch"} <= kept
 
 
+def test_task_specific_settings_reach_only_the_jobs_that_read_them():
+    raw = {"backbones": [{"name": "d", "model": "FacebookAI/xlm-roberta-large"}], "seeds": [1], "dataDir": "/data",
+           "intermediateTasks": ["anli", "squad", "ccg", "multitask"]}
+    jobs = P.plan(parse_spec(raw))
+    inter = {j.intermediate_task: j for j in jobs if j.phase == "intermediate"}
+    keys = {t: set(j.body["hyperparameters"]) & {"docStride", "multitaskTemperature", "multitaskCap"}
+            for t, j in inter.items()}
+    assert keys == {"anli": set(), "ccg": set(), "squad": {"docStride"},
+                    "multitask": {"docStride", "multitaskTemperature", "multitaskCap"}}
+    assert {t for t, j in inter.items() if "dataDir" in j.body} == {"ccg", "multitask"}
+    assert jobs[0].phase == "prefetch" and jobs[0].body["dataDir"] == "/data"
+    assert all("dataDir" not in j.body for j in jobs if j.phase in ("target", "evaluate"))
+    changed = copy.deepcopy(raw)
+    changed["training"] = {"intermediate": {"docStride": 64}}
+    moved = {j.intermediate_task for j in P.plan(parse_spec(changed))
+             if j.phase == "intermediate" and j.hash != inter[j.intermediate_task].hash}
+    assert moved == {"squad", "multitask"}, "a SQuAD setting reruns only the jobs that read it"
+
+
 @settings(max_examples=25, deadline=None)
 @given(raw=specs())
 def test_every_planned_job_is_a_valid_trainer_job(raw, tmp_path_factory):

@@ -28,7 +28,7 @@ def test_examples_parse():
 
 def test_paper_defaults():
     spec = S.parse_spec({"backbones": [{"name": "dense", "model": "FacebookAI/xlm-roberta-large"}]})
-    assert spec.intermediate_tasks == list(S.INTERMEDIATE_TASKS) and spec.baseline
+    assert spec.intermediate_tasks == list(S.DEFAULT_INTERMEDIATE_TASKS) and spec.baseline
     assert spec.target.languages == list(S.XNLI_LANGUAGES) and spec.seeds == [1, 2, 3]
     t = spec.training.target
     assert (t.learning_rate, t.batch_size, t.epochs, t.max_seq_length, t.warmup_ratio) == (1e-5, 32, 2, 256, 0.1)
@@ -46,6 +46,10 @@ def test_paper_defaults():
     ({"maxConcurrentJobs": 0}, "spec.maxConcurrentJobs"),
     ({"trainng": {}}, "spec.trainng: unknown field"),
     ({"dataSource": "hub"}, "need dataSource: synthetic"),
+    ({"dataSource": "hub", "backbones": [{"name": "a", "model": "m"}], "intermediateTasks": ["sst2", "ccg"]},
+     "spec.dataDir: ccg and multitask read CCGbank"),
+    ({"dataSource": "hub", "backbones": [{"name": "a", "model": "m"}], "intermediateTasks": ["multitask"]},
+     "set dataDir"),
     ({"backbones": [{"name": "a", "model": "m"}, {"name": "a", "model": "n"}]}, "names must be unique"),
     ({"backbones": [{"name": "Bad_Name", "model": "m"}]}, "spec.backbones[0].name"),
     ({"backbones": [{"name": "a", "model": "m", "moe": {"experts": 4}}]}, "only for architecture: moe"),
@@ -73,6 +77,12 @@ def test_operator_lists_match_the_trainer_registry():
     from stilts_trainer import synthetic, tasks
     trainable = {n for n in tasks.names() if len(tasks.get(n).languages) == 1}
     assert set(S.INTERMEDIATE_TASKS) == trainable
+    def reads(name, check):
+        task = tasks.get(name)
+        return any(check(tasks.get(m)) for m in task.members or (name,))
+    assert set(S.SPAN_TASKS) == {n for n in trainable if reads(n, lambda t: t.format == "span")}
+    assert set(S.LOCAL_DATA_TASKS) == {n for n in trainable if reads(n, lambda t: t.local is not None)}
+    assert S.MULTITASK in trainable and tasks.get(S.MULTITASK).members
     assert S.XNLI_LANGUAGES == synthetic.XNLI_LANGUAGES
     from stilts_trainer.job import TINY_MODELS
     assert S.TINY_MODELS == TINY_MODELS

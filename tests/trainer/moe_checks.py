@@ -34,12 +34,13 @@ def main() -> None:
             for layer in moe.moe_layers(up) for e in layer.moe.deepspeed_moe.experts.deepspeed_experts)
     # The training loss includes the load-balancing loss.
     settings = MoE(experts=4, topK=2, everyNLayers=2, expertParallelSize=1, auxLossWeight=0.5)
-    clf = model.Classifier(model.build_encoder(directory, Backbone(name="m", model="x", architecture="moe",
-                                                                   moe=settings), 1), 3, 0.5)
+    clf = model.TaskModel(model.build_encoder(directory, Backbone(name="m", model="x", architecture="moe",
+                                                                  moe=settings), 1),
+                          [model.HeadSpec("mnli", "classification", ("e", "n", "c"))], 0.5)
     moe.attach_groups(clf)
     clf.train()
     labels = torch.tensor([0, 1])
-    result = clf(batch["input_ids"], batch["attention_mask"], labels)
+    result = clf(batch["input_ids"], batch["attention_mask"], labels=labels)
     task_loss = torch.nn.functional.cross_entropy(result["logits"].float(), labels)
     out["aux_loss"] = result["aux_loss"].item()
     out["loss_minus_task"] = (result["loss"] - task_loss).item()

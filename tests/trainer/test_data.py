@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from stilts_trainer import data, synthetic, tasks
+from stilts_trainer import data, formats, synthetic, tasks
 
 
 def test_schedule_and_accumulation():
@@ -36,7 +36,7 @@ def test_eval_batches_give_every_rank_the_same_number_of_passes(n, world):
 
 
 def test_collate_pads_to_the_longest_in_the_batch():
-    batch = data.collate([{"input_ids": [5, 6, 7], "label": 1}, {"input_ids": [5], "label": 0}], pad_id=1)
+    batch = formats.get("classification").collate([{"input_ids": [5, 6, 7], "label": 1}, {"input_ids": [5], "label": 0}], pad_id=1)
     assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 1, 1]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["labels"].tolist() == [1, 0]
@@ -96,7 +96,7 @@ def test_out_of_range_label_is_refused():
                         "synthetic": lambda split, seed, lang: [{"question1": "a", "question2": "b", "label": 7}]})
     tasks.register(bad)
     try:
-        with pytest.raises(data.DataError, match="field 'label' is 7"):
+        with pytest.raises(data.DataError, match="field label is 7"):
             data.load_examples("qqp_bad", "train", "synthetic", 1)
     finally:
         tasks._REGISTRY.pop("qqp_bad")
@@ -105,6 +105,58 @@ def test_out_of_range_label_is_refused():
 def test_every_task_has_synthetic_data_in_its_hub_schema():
     for name in tasks.names():
         task = tasks.get(name)
-        for split in task.hub:
+        assert task.members or task.splits, name
+        for split in task.splits:
             records = task.synthetic(split, 1, task.languages[0])
             assert records and all(f in records[0] for f in task.fields), (name, split)
+
+
+def test_squad_answer_offsets_that_miss_the_context_are_refused(tmp_path):
+    rows = tasks.get("squad").synthetic("train", 1, "en")[:5]
+    rows[3] = {**rows[3], "answers": {"text": ["nowhere"], "answer_start": [2]}}
+    write_hub_layout(tmp_path, "rajpurkar/squad", {"plain_text": {"train": rows}})
+    with pytest.raises(data.DataError, match=r"record 3: field answers: answer_start 2 does not point at 'nowhere'"):
+        data.load_examples("squad", "train", "hub", 1, mirror=str(tmp_path), cache_dir=str(tmp_path / "c"))
+
+
+def test_multiple_choice_with_the_wrong_number_of_choices_is_refused(tmp_path):
+    rows = tasks.get("commonsenseqa").synthetic("train", 1, "en")[:4]
+    rows[1] = {**rows[1], "choices": {"label": ["A", "B", "C", "D"], "text": ["a", "b", "c", "d"]}, "answerKey": "A"}
+    write_hub_layout(tmp_path, "tau/commonsense_qa", {"default": {"train": rows}})
+    with pytest.raises(data.DataError, match="record 1: field choices: expected 5 strings"):
+        data.load_examples("commonsenseqa", "train", "hub", 1, mirror=str(tmp_path), cache_dir=str(tmp_path / "c"))
+
+
+def test_hellaswag_without_endings_fails_naming_the_field(tmp_path):
+    rows = [{k: v for k, v in r.items() if k != "endings"} for r in tasks.get("hellaswag").synthetic("dev", 1, "en")[:3]]
+    write_hub_layout(tmp_path, "Rowan/hellaswag", {"default": {"validation": rows}})
+    with pytest.raises(data.DataError, match="lacks field 'endings'"):
+        data.load_examples("hellaswag", "dev", "hub", 1, mirror=str(tmp_path), cache_dir=str(tmp_path / "c"))
+
+
+def test_ccg_reads_a_ccgbank_release_from_data_dir(tmp_path):
+    from tests.trainer.ccgbank import write_ccgbank
+    records = tasks.get("ccg").synthetic("dev", 1, "en")[:20]
+    write_ccgbank(tmp_path, {"dev": records})
+    got = data.load_examples("ccg", "dev", "hub", 1, data_dir=str(tmp_path))
+    assert got == records
+    with pytest.raises(data.DataError, match="dataDir: task ccg: no derivations for the train split"):
+        data.load_examples("ccg", "train", "hub", 1, data_dir=str(tmp_path))
+    with pytest.raises(data.DataError, match="dataDir: task ccg reads local files"):
+        data.load_examples("ccg", "dev", "hub", 1)
+    auto = next((tmp_path / "ccgbank" / "data" / "AUTO" / "00").glob("*.auto"))
+    auto.write_text("ID=wsj_0001.1 PARSER=GOLD NUMPARSE=1\n(<T S 0 2> broken )\n")
+    with pytest.raises(data.DataError, match=r"dataDir: .*wsj_0001.auto: a derivation line without"):
+        data.load_examples("ccg", "dev", "hub", 1, data_dir=str(tmp_path))
+
+
+def test_tagging_records_need_one_tag_per_token():
+    ccg = tasks.get("ccg")
+    bad = tasks.Task(**{**ccg.__dict__, "name": "ccg_bad",
+                        "synthetic": lambda split, seed, lang: [{"tokens": ["a", "b", "c"], "tags": ["N", "N"]}]})
+    tasks.register(bad)
+    try:
+        with pytest.raises(data.DataError, match="field tags: 2 tags for 3 tokens"):
+            data.load_examples("ccg_bad", "train", "synthetic", 1)
+    finally:
+        tasks._REGISTRY.pop("ccg_bad")

@@ -81,9 +81,24 @@ def test_batch_that_does_not_divide_fails_before_training(tmp_path, pretrained):
     assert not (tmp_path / "out" / "COMPLETE").exists()
 
 
-def test_tasks_command_lists_every_task():
+def test_tasks_command_lists_every_task_with_format_source_and_metric():
     import subprocess, sys
+    from stilts_trainer import tasks
     out = subprocess.run([sys.executable, "-m", "stilts_trainer", "tasks"], capture_output=True, text=True).stdout
-    for name in ("anli", "mnli", "qqp", "xnli"):
-        assert f"\n{name} " in out
-    assert "nyu-mll/glue:mnli" in out and "facebook/anli" in out
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert set(rows) == set(tasks.names()) and len(rows) == 12
+    for name in rows:
+        task = tasks.get(name)
+        assert all(part in rows[name] for part in (task.format, task.source, task.metric)), rows[name]
+    assert "rajpurkar/squad_v2" in rows["squad_v2"] and "Rowan/hellaswag" in rows["hellaswag"]
+    assert "<dataDir>/ccgbank" in rows["ccg"] and "mix of anli" in rows["multitask"]
+
+
+@pytest.mark.parametrize("task", ["ccg", "multitask"])
+def test_tasks_on_local_files_need_data_dir(tmp_path, task):
+    raw = job_body("intermediate", tmp_path / "o", None, task=task, dataSource="hub",
+                   backbone={"name": "d", "model": "FacebookAI/xlm-roberta-base"})
+    message = error_of(raw)
+    assert "dataDir" in message and "ccgbank" in message, message
+    raw["dataDir"] = str(tmp_path)
+    assert parse(raw).data_dir == str(tmp_path)

@@ -89,7 +89,7 @@ def test_moe_chain_with_ep2_then_evaluation_with_any_world_size(tmp_path, pretra
         assert r.returncode == 0, r.stderr[-3000:]
         results[nproc] = json.loads((out / "results.json").read_text())["languages"]
     assert results[1] == results[2], "same checkpoint, same accuracy with ep=1 and ep=2"
-    target_dev = json.loads((target / "metrics.json").read_text())["devAccuracy"]
+    target_dev = json.loads((target / "metrics.json").read_text())["devScore"]
     assert results[1]["en"]["test"] > 0.45, (results, target_dev)
 
 

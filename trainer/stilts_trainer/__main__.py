@@ -27,12 +27,10 @@ def _quiet_libraries() -> None:
 def list_tasks() -> int:
     from . import tasks
 
-    rows = [("name", "format", "hub source", "metric")]
+    rows = [("name", "format", "source", "metric")]
     for name in tasks.names():
         t = tasks.get(name)
-        sources = sorted({s.dataset + (f":{s.config}" if s.config and len(t.languages) == 1 else "")
-                          for split in t.hub.values() for s in split})
-        rows.append((name, t.format, ", ".join(sources), t.metric))
+        rows.append((name, t.format, t.source, t.metric))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import tasks
+from . import formats, tasks
 from .tasks import Task
 
 
@@ -48,66 +48,74 @@ def _hub_records(task: Task, split: str, language: str, mirror: str, cache_dir: 
     return records
 
 
+def _local_records(task: Task, split: str, data_dir: str) -> list[dict]:
+    if not data_dir:
+        raise DataError(f"dataDir: task {task.name} reads local files ({task.local.layout}); set dataDir to the "
+                        f"directory holding {task.local.directory}/")
+    try:
+        return task.local.read(split, os.path.join(data_dir, task.local.directory))
+    except (FileNotFoundError, ValueError) as err:
+        raise DataError(f"dataDir: task {task.name}: {err}") from None
+
+
 def load_examples(task_name: str, split: str, data_source: str, seed: int, language: str = "en",
-                  mirror: str = "", cache_dir: str = "", limit: int = 0) -> list[dict]:
+                  mirror: str = "", cache_dir: str = "", limit: int = 0, data_dir: str = "") -> list[dict]:
+    """A task's examples in its format's schema, checked record by record (errors name the field)."""
     task = tasks.get(task_name)
     if data_source == "synthetic":
         records = task.synthetic(split, seed, language)
+    elif task.local:
+        records = _local_records(task, split, data_dir)
     else:
         records = _hub_records(task, split, language, mirror, cache_dir)
+    fmt = formats.get(task.format)
     examples = []
     for i, record in enumerate(records):
         missing = [f for f in task.fields if f not in record]
         if missing:
             raise DataError(f"{task_name} {split} record {i} lacks field {missing[0]!r} "
                             f"(task {task_name} reads {list(task.fields)})")
-        example = task.convert(record)
+        try:
+            example = task.convert(record)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise DataError(f"{task_name} {split} record {i}: fields {list(task.fields)} do not have the "
+                            f"expected shape ({type(err).__name__}: {err})") from None
         if example is None:
             continue
-        if not 0 <= example["label"] < task.num_labels:
-            raise DataError(f"{task_name} {split} record {i}: field 'label' is {example['label']}, "
-                            f"expected 0..{task.num_labels - 1} ({', '.join(task.labels)})")
+        problem = fmt.check(example, task.labels)
+        if problem:
+            raise DataError(f"{task_name} {split} record {i}: field {problem}")
         examples.append(example)
-    if limit:
-        examples = examples[:limit]
+        if limit and len(examples) == limit:
+            break
     return examples
 
 
-def encode(examples: list[dict], tokenizer, max_length: int) -> list[dict]:
-    texts_b = [e.get("text_b") for e in examples]
-    enc = tokenizer([e["text_a"] for e in examples], texts_b if any(t is not None for t in texts_b) else None,
-                    truncation=True, max_length=max_length)
-    return [{"input_ids": ids, "label": e["label"]} for ids, e in zip(enc["input_ids"], examples)]
+def encode(task: Task, examples: list[dict], tokenizer, max_length: int, labels: tuple[str, ...],
+           settings=None) -> list[dict]:
+    return formats.get(task.format).encode(examples, tokenizer, max_length, labels, settings)
 
 
-def collate(items: list[dict], pad_id: int) -> dict:
-    """Pad to the longest item in the batch (dynamic padding)."""
-    width = max(len(i["input_ids"]) for i in items)
-    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(items), width), dtype=torch.long)
-    for row, item in enumerate(items):
-        ids[row, : len(item["input_ids"])] = torch.tensor(item["input_ids"])
-        mask[row, : len(item["input_ids"])] = 1
-    batch = {"input_ids": ids, "attention_mask": mask}
-    if "label" in items[0]:
-        batch["labels"] = torch.tensor([i["label"] for i in items], dtype=torch.long)
-    return batch
+def collate_tokens(items: list[dict], pad_id: int) -> dict:
+    """Unlabelled text (masked-LM): pad to the longest item in the batch."""
+    from .formats._heads import ids_and_mask
+
+    return ids_and_mask([i["input_ids"] for i in items], pad_id)
 
 
-def pad_batch(batch: dict, rows: int, width: int, pad_id: int) -> dict:
-    """Grow a batch to rows x width: padding tokens, masked out, labels ignored (-100)."""
-    have_rows, have_width = batch["input_ids"].shape
-    if (have_rows, have_width) == (rows, width):
+def pad_batch(batch: dict, shape: tuple[int, ...], pad_id: int) -> dict:
+    """Grow every tensor of a batch to `shape` (input_ids' shape; a target keeps its own rank):
+    padding tokens, masked out, targets ignored (-100)."""
+    if tuple(batch["input_ids"].shape) == tuple(shape):
         return batch
-    fill = {"input_ids": pad_id, "attention_mask": 0, "labels": -100}
+    fill = {"input_ids": pad_id, "attention_mask": 0}
     out = {}
     for key, value in batch.items():
-        if value.dim() == 2:
-            grown = torch.full((rows, width), fill[key], dtype=value.dtype)
-            grown[:have_rows, :have_width] = value
-        else:
-            grown = torch.full((rows,), fill[key], dtype=value.dtype)
-            grown[:have_rows] = value
+        if not isinstance(value, torch.Tensor):
+            out[key] = value
+            continue
+        grown = torch.full(tuple(shape[: value.dim()]), fill.get(key, -100), dtype=value.dtype)
+        grown[tuple(slice(0, n) for n in value.shape)] = value
         out[key] = grown
     return out
 
@@ -154,7 +162,7 @@ def schedule(num_examples: int, batch_size: int, micro_batch: int, world: int) -
     return Schedule(micro_batch, world, accumulation, micro)
 
 
-def epoch_batches(num_examples: int, sched: Schedule, seed: int, epoch: int, rank: int) -> list[list[int]]:
+def epoch_batches(num_examples: int, sched: Schedule, seed: int | str, epoch: int, rank: int) -> list[list[int]]:
     """This rank's micro-batches (example indices) for one epoch; the same on every restart."""
     order = list(range(num_examples))
     random.Random(f"{seed}-{epoch}").shuffle(order)

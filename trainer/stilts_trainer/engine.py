@@ -21,12 +21,13 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
-from . import data, moe
+from . import data, moe, sampling
 from .checkpoint import COMMITTED, committed_checkpoints, replace_dir, write_atomic
 from .job import Job
 
 log = logging.getLogger("stilts_trainer")
 LOG_EVERY_STEPS = 50
+LOSS_POINTS = 20  # windows of the training-loss curve kept in metrics.json
 
 
 @dataclass
@@ -95,6 +96,7 @@ class LoopState:
     evals_without_gain: int = 0
     stopped_early: bool = False
     history: list = field(default_factory=list)
+    loss_curve: dict = field(default_factory=dict)  # task -> mean training loss per window of steps
 
 
 Evaluator = Callable[[torch.nn.Module], float]
@@ -109,49 +111,54 @@ def needs_common_shape(module: torch.nn.Module) -> bool:
 def common_shape(batch: dict, pad_id: int, ctx: Context) -> dict:
     shape = torch.tensor(batch["input_ids"].shape, device=ctx.device)
     dist.all_reduce(shape, op=dist.ReduceOp.MAX)
-    rows, width = shape.tolist()
-    return data.pad_batch(batch, rows, width, pad_id)
+    return data.pad_batch(batch, tuple(shape.tolist()), pad_id)
 
 
-def evaluate_accuracy(module: torch.nn.Module, items: list[dict], batch_size: int, pad_id: int,
-                      ctx: Context) -> tuple[float, list[int]]:
-    """Accuracy over `items` on all ranks (length-sorted, dynamic padding); also the predictions."""
-    lengths = [len(i["input_ids"]) for i in items]
-    mine = data.eval_batches(lengths, batch_size, ctx.rank, ctx.world)
-    predictions: dict[int, int] = {}
+def _length(feature: dict) -> int:
+    ids = feature["input_ids"]
+    return max(len(row) for row in ids) if ids and isinstance(ids[0], list) else len(ids)
+
+
+def predict(module: torch.nn.Module, fmt, features: list[dict], batch_size: int, pad_id: int, ctx: Context,
+            task: str | None = None) -> list:
+    """The format's prediction for every feature, computed on all ranks (length-sorted batches,
+    dynamic padding) and gathered everywhere."""
+    mine = data.eval_batches([_length(f) for f in features], batch_size, ctx.rank, ctx.world)
+    predictions: dict[int, object] = {}
     uniform = needs_common_shape(module)
     was_training = module.training
     module.eval()
     with torch.no_grad():
         for indices in mine:
             # An empty batch still runs a forward pass: ranks stay in step (expert parallelism).
-            batch = data.collate([items[i] for i in indices] if indices else [items[0]], pad_id)
+            batch = fmt.collate([features[i] for i in indices] if indices else [features[0]], pad_id)
             if uniform:
                 batch = common_shape(batch, pad_id, ctx)
             logits = module(input_ids=batch["input_ids"].to(ctx.device),
-                            attention_mask=batch["attention_mask"].to(ctx.device))["logits"]
-            for i, p in zip(indices, logits.argmax(-1).tolist()):
+                            attention_mask=batch["attention_mask"].to(ctx.device), task=task)["logits"]
+            for i, p in zip(indices, fmt.predict(logits.cpu(), batch)):
                 predictions[i] = p
     module.train(was_training)
     gathered = [None] * ctx.world
     dist.all_gather_object(gathered, predictions)
     merged = {k: v for part in gathered for k, v in part.items()}
-    preds = [merged[i] for i in range(len(items))]
-    correct = sum(int(p == i["label"]) for p, i in zip(preds, items))
-    return correct / max(1, len(items)), preds
+    return [merged[i] for i in range(len(features))]
 
 
-def train(job: Job, ctx: Context, model: torch.nn.Module, items: list[dict], pad_id: int,
+def train(job: Job, ctx: Context, model: torch.nn.Module, training: sampling.TrainingSet, pad_id: int,
           save_best: Callable[[torch.nn.Module], None], evaluator: Evaluator | None = None,
           batch_transform: Callable[[dict, torch.Generator], dict] | None = None,
           metrics=None) -> LoopState:
-    """Train `model` on encoded `items`; returns the loop's final state. With an evaluator, the best
+    """Train `model` on `training`; returns the loop's final state. With an evaluator, the best
     model by its score is saved (early stopping); without one (MLM), the last."""
     import deepspeed
 
     hp = job.hyperparameters
-    sched = data.schedule(len(items), hp.batch_size, hp.micro_batch_size, ctx.world)
+    sched = data.schedule(training.epoch_size, hp.batch_size, hp.micro_batch_size, ctx.world)
     total = hp.max_steps or math.ceil(hp.epochs * sched.steps_per_epoch)
+    stream = sampling.Stream(training, sched, job.seed, total * sched.accumulation)
+    mixed = training.weights is not None
+    window = max(1, total // LOSS_POINTS)
     torch.manual_seed(job.seed * 1000 + ctx.rank)
     params = {"params": [p for p in model.parameters() if p.requires_grad], "name": "params"}
     if moe.moe_layers(model):  # expert and non-expert parameters reduce over different groups
@@ -188,39 +195,43 @@ def train(job: Job, ctx: Context, model: torch.nn.Module, items: list[dict], pad
     uniform = needs_common_shape(model)
     micro = state.step * sched.accumulation
     tokens, started = 0, time.perf_counter()
+    window_losses: dict[str, list[float]] = {}
     while state.step < total and not state.stopped_early:
-        epoch, position = divmod(micro, sched.micro_batches_per_epoch)
-        batches = data.epoch_batches(len(items), sched, job.seed, epoch, ctx.rank)
-        for indices in batches[position:]:
-            batch = data.collate([items[i] for i in indices], pad_id)
-            if batch_transform:
-                batch = batch_transform(batch, generator)
-            if uniform:
-                batch = common_shape(batch, pad_id, ctx)
-            batch = {k: v.to(ctx.device) for k, v in batch.items()}
-            out = engine(**batch)
-            loss = out["loss"]
-            engine.backward(loss)
-            engine.step()
-            micro += 1
-            tokens += int(batch["attention_mask"].sum())
-            if micro % sched.accumulation:
-                continue
-            state.step += 1
-            loss_value = loss.item()
-            if ctx.is_main and (state.step % LOG_EVERY_STEPS == 0 or state.step == 1):
-                log.info("step %d/%d loss %.4f lr %.2e", state.step, total, loss_value, engine.get_lr()[0])
-            if metrics and ctx.is_main:
-                elapsed = time.perf_counter() - started
-                metrics.step(state.step, loss_value, engine.get_lr()[0], tokens * ctx.world / max(elapsed, 1e-9))
-                if "aux_loss" in out:
-                    metrics.moe(out["aux_loss"].item(), moe.load_stats(engine.module))
-            if evaluator and state.step % hp.eval_every_steps == 0:
-                evaluate_and_select()
-            if state.step % job.checkpoint_every_steps == 0 and state.step < total:
-                _save_checkpoint(engine, ckpt_root, state, ctx, generator)
-            if state.step >= total or state.stopped_early:
-                break
+        task, indices = stream.at(micro, ctx.rank)
+        batch = training.collate[task]([training.features[task][i] for i in indices], pad_id)
+        if batch_transform:
+            batch = batch_transform(batch, generator)
+        if uniform:
+            batch = common_shape(batch, pad_id, ctx)
+        batch = {k: v.to(ctx.device) for k, v in batch.items()}
+        out = engine(**batch, **({"task": task} if mixed else {}))
+        loss = out["loss"]
+        engine.backward(loss)
+        engine.step()
+        micro += 1
+        tokens += int(batch["attention_mask"].sum())
+        window_losses.setdefault(task, []).append(out.get("task_loss", loss).item())
+        if micro % sched.accumulation:
+            continue
+        state.step += 1
+        loss_value = loss.item()
+        if state.step % window == 0:
+            for name, values in window_losses.items():
+                state.loss_curve.setdefault(name, []).append(round(sum(values) / len(values), 5))
+            window_losses.clear()
+        if ctx.is_main and (state.step % LOG_EVERY_STEPS == 0 or state.step == 1):
+            log.info("step %d/%d loss %.4f lr %.2e", state.step, total, loss_value, engine.get_lr()[0])
+        if metrics and ctx.is_main:
+            elapsed = time.perf_counter() - started
+            metrics.step(state.step, loss_value, engine.get_lr()[0], tokens * ctx.world / max(elapsed, 1e-9))
+            if "aux_loss" in out:
+                metrics.moe(out["aux_loss"].item(), moe.load_stats(engine.module))
+        if evaluator and state.step % hp.eval_every_steps == 0:
+            evaluate_and_select()
+        if state.step % job.checkpoint_every_steps == 0 and state.step < total:
+            _save_checkpoint(engine, ckpt_root, state, ctx, generator)
+        if state.step >= total or state.stopped_early:
+            break
     if evaluator is None:
         save_best(engine.module)
     elif not state.history or state.history[-1]["step"] != state.step:

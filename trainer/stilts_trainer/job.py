@@ -84,6 +84,12 @@ class Hyperparameters(_Model):
     early_stopping_patience: int = Field(30, ge=1, description="evaluations without gain before stopping")
     max_train_examples: int = Field(0, ge=0, description="0 = all")
     mlm_probability: float = Field(0.15, gt=0, lt=1)
+    doc_stride: int = Field(128, ge=1, description="span tasks: overlap in tokens between windows of a long "
+                            "context (capped at half the room left by the question)")
+    multitask_temperature: float = Field(1.0, gt=0, description="multitask: p(task) ~ min(size, cap) ** (1/T); "
+                                         "1 = proportional to size, larger = flatter")
+    multitask_cap: int = Field(65536, ge=0, description="multitask: examples of a task counted for sampling "
+                               "(0 = no cap)")
 
 
 class DeepSpeed(_Model):
@@ -111,6 +117,8 @@ class Job(_Model):
     data_source: Literal["hub", "synthetic"] = "hub"
     mirror: str = ""
     cache_dir: str = ""
+    data_dir: str = Field("", description="root of datasets that come from local files (CCGbank: "
+                          "<dataDir>/ccgbank)")
     parent: str | None = None
     output: str
     checkpoint_every_steps: int = Field(500, ge=1)
@@ -132,6 +140,11 @@ class Job(_Model):
                 raise ValueError(f"task: {self.task} is not a cross-lingual evaluation task (use xnli)")
             if self.phase in ("intermediate", "target") and self.task == "xnli":
                 raise ValueError("task: xnli is evaluation only; train on mnli (zero-shot transfer)")
+            local = [m for m in tasks.expand([self.task]) if tasks.get(m).local]
+            if local and self.data_source == "hub" and not self.data_dir and self.phase != "evaluate":
+                layout = tasks.get(local[0]).local
+                raise ValueError(f"dataDir: task {self.task} reads {local[0]} from local files "
+                                 f"(<dataDir>/{layout.directory}: {layout.layout}); set dataDir")
             unknown = sorted(set(self.languages) - set(task.languages))
             if unknown:
                 raise ValueError(f"languages: {unknown} not in {self.task}'s languages {list(task.languages)}")

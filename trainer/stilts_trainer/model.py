@@ -8,13 +8,16 @@ and the head is dropped. Hub XLM-R checkpoints are masked-LM checkpoints, and so
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from . import moe
+from dataclasses import asdict, dataclass
+
+from . import formats, moe
 from transformers import (AutoTokenizer, PreTrainedTokenizerFast, XLMRobertaConfig,
                           XLMRobertaForMaskedLM, XLMRobertaModel)
 
@@ -24,6 +27,7 @@ TINY_CONFIGS = {
     "stilts/mini-xlmr": dict(hidden_size=128, num_hidden_layers=6, num_attention_heads=4, intermediate_size=512),
 }
 TINY_VOCAB = 3000
+HEADS_FILE, HEADS_WEIGHTS = "heads.json", "heads.pt"  # written beside the encoder; later phases drop them
 TINY_MAX_POSITIONS = 130
 
 
@@ -73,45 +77,50 @@ def load_encoder(source: str) -> XLMRobertaModel:
     return XLMRobertaModel.from_pretrained(source, add_pooling_layer=False)
 
 
-class ClassificationHead(nn.Module):
-    """RoBERTa's head: <s> -> dense -> tanh -> dropout -> labels."""
-
-    def __init__(self, hidden: int, num_labels: int, dropout: float):
-        super().__init__()
-        self.dense = nn.Linear(hidden, hidden)
-        self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(hidden, num_labels)
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        x = self.dropout(hidden_states[:, 0])
-        x = self.dropout(torch.tanh(self.dense(x)))
-        return self.out(x)
-
-
 def _add_aux(out: dict, module: nn.Module, weight: float) -> dict:
     """MoE models: total loss = task loss + weight x load-balancing loss (summed over MoE layers)."""
     aux = moe.aux_loss(module) if weight is not None else None
     if aux is not None:
         out["aux_loss"] = aux
         if "loss" in out:
+            out["task_loss"] = out["loss"].detach()
             out["loss"] = out["loss"] + weight * aux
     return out
 
 
-class Classifier(nn.Module):
-    def __init__(self, encoder: XLMRobertaModel, num_labels: int, aux_loss_weight: float | None = None):
+@dataclass(frozen=True)
+class HeadSpec:
+    """What a head predicts: its task, the task's format, and its labels (classes, choices, tags)."""
+    task: str
+    format: str
+    labels: tuple[str, ...]
+
+
+class TaskModel(nn.Module):
+    """The encoder with one head per task (one for single-task phases, nine for `multitask`).
+    Multiple-choice inputs (examples x choices x tokens) go through the encoder as one row per choice."""
+
+    def __init__(self, encoder: XLMRobertaModel, heads: list[HeadSpec], aux_loss_weight: float | None = None):
         super().__init__()
         self.encoder = encoder
         cfg = encoder.config
-        self.head = ClassificationHead(cfg.hidden_size, num_labels, cfg.hidden_dropout_prob)
+        self.specs = {h.task: h for h in heads}
+        self.heads = nn.ModuleDict({h.task: formats.get(h.format).Head(cfg.hidden_size, len(h.labels),
+                                                                       cfg.hidden_dropout_prob) for h in heads})
         self.aux_loss_weight = aux_loss_weight
 
-    def forward(self, input_ids, attention_mask, labels=None) -> dict:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        logits = self.head(hidden)
+    def forward(self, input_ids, attention_mask, task: str | None = None, **targets) -> dict:
+        if task is None:
+            if len(self.heads) != 1:
+                raise ValueError(f"a model with heads {list(self.heads)} needs the task of the batch")
+            task = next(iter(self.heads))
+        shape = input_ids.shape
+        hidden = self.encoder(input_ids=input_ids.view(-1, shape[-1]),
+                              attention_mask=attention_mask.view(-1, shape[-1])).last_hidden_state
+        logits = self.heads[task](hidden, shape)
         out = {"logits": logits}
-        if labels is not None:
-            out["loss"] = nn.functional.cross_entropy(logits.float(), labels)
+        if targets:
+            out["loss"] = formats.get(self.specs[task].format).loss(logits, targets)
         return _add_aux(out, self.encoder, self.aux_loss_weight)
 
 
@@ -123,7 +132,7 @@ class MaskedLM(nn.Module):
         self.mlm = mlm
         self.aux_loss_weight = aux_loss_weight
 
-    def forward(self, input_ids, attention_mask, labels=None) -> dict:
+    def forward(self, input_ids, attention_mask, labels=None, task=None) -> dict:
         out = self.mlm(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
         return _add_aux({"loss": out.loss, "logits": out.logits}, self.mlm, self.aux_loss_weight)
 
@@ -182,5 +191,32 @@ def save_model(model: nn.Module, tokenizer, directory: Path, backbone, is_main: 
         inheritable.save_pretrained(directory)
     if is_main:
         tokenizer.save_pretrained(directory)
-        if not isinstance(model, MaskedLM):
-            torch.save(model.head.state_dict(), directory / "head.pt")
+        if isinstance(model, TaskModel):
+            torch.save(model.heads.state_dict(), directory / HEADS_WEIGHTS)
+            (directory / HEADS_FILE).write_text(json.dumps([asdict(h) for h in model.specs.values()], indent=1))
+
+
+def load_heads(directory: str) -> tuple[list[HeadSpec], dict]:
+    """The heads a target (or intermediate) job saved: their specs and weights."""
+    path, weights = Path(directory) / HEADS_FILE, Path(directory) / HEADS_WEIGHTS
+    legacy = Path(directory) / "head.pt"  # stilts 0.1 targets: one classification head, no heads.json
+    if not path.is_file() and legacy.is_file():
+        from . import tasks
+
+        task = tasks.get(json.loads((Path(directory).parent / "job.json").read_text())["task"])
+        state = torch.load(legacy, weights_only=True)
+        return [HeadSpec(task.name, task.format, task.labels)], {f"{task.name}.{k}": v for k, v in state.items()}
+    if not path.is_file():
+        raise ValueError(f"parent: {Path(directory).parent} has no task heads ({HEADS_FILE}); evaluate needs the "
+                         "output of a target job")
+    specs = [HeadSpec(h["task"], h["format"], tuple(h["labels"])) for h in json.loads(path.read_text())]
+    return specs, torch.load(weights, weights_only=True)
+
+
+def load_task_model(directory: str, backbone, world: int) -> TaskModel:
+    """A trained model with its heads, for evaluation."""
+    specs, state = load_heads(directory)
+    module = TaskModel(build_encoder(directory, backbone, world, training=False), specs)
+    module.heads.load_state_dict(state)
+    moe.attach_groups(module)
+    return module

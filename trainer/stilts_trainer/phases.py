@@ -8,12 +8,15 @@ import logging
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from . import data, engine, model, moe, synthetic, tasks
+from . import data, engine, formats, model, sampling, synthetic, tasks
+from .formats import tagging
+from .sampling import TrainingSet
 from .checkpoint import is_complete, mark_complete, write_json_atomic
 from .job import TINY_MODELS, Job, dump
 from .metrics import TrainerMetrics
@@ -44,18 +47,6 @@ def _save(module, tokenizer, directory: Path, job: Job, ctx: engine.Context) -> 
                            lambda tmp: model.save_model(module, tokenizer, tmp, job.backbone, ctx.is_main))
 
 
-def load_classifier(source: str, job: Job, ctx: engine.Context, num_labels: int):
-    """A trained classifier, head included, for evaluation."""
-    head = Path(source) / "head.pt"
-    if not head.is_file():
-        raise ValueError(f"parent: {Path(source).parent} has no classification head (head.pt); "
-                         "evaluate needs the output of a target job")
-    classifier = model.Classifier(model.build_encoder(source, job.backbone, ctx.world, training=False), num_labels)
-    classifier.head.load_state_dict(torch.load(head, weights_only=True))
-    moe.attach_groups(classifier)
-    return classifier.to(ctx.device)
-
-
 def prefetch(job: Job, ctx: engine.Context) -> dict:
     """Fill the shared Hugging Face cache once, so training pods never reach the hubs."""
     fetched = []
@@ -68,11 +59,12 @@ def prefetch(job: Job, ctx: engine.Context) -> dict:
             model.load_tokenizer(model.hub_path(model_id, job.mirror))
             model.load_mlm(model.hub_path(model_id, job.mirror))
             fetched.append(model_id)
-        for name in job.prefetch.tasks:
+        for name in tasks.expand(job.prefetch.tasks):
             task = tasks.get(name)
-            for split in task.hub:
+            for split in task.splits:
                 for language in task.languages:
-                    data.load_examples(name, split, "hub", job.seed, language, job.mirror, job.cache_dir)
+                    data.load_examples(name, split, "hub", job.seed, language, job.mirror, job.cache_dir,
+                                       data_dir=job.data_dir)
             fetched.append(name)
     dist.barrier()
     return {"fetched": fetched}
@@ -117,63 +109,123 @@ def pretrain(job: Job, ctx: engine.Context) -> dict:
     module = model.MaskedLM(mlm, model.aux_weight(job.backbone))
     metrics = _metrics(job, ctx)
     state = engine.train(
-        job, ctx, module, items, tokenizer.pad_token_id,
+        job, ctx, module, TrainingSet({"mlm": items}, {"mlm": data.collate_tokens}), tokenizer.pad_token_id,
         save_best=lambda m: _save(m, tokenizer, out / "model", job, ctx),
         batch_transform=lambda b, g: data.mask_tokens(b, tokenizer, job.hyperparameters.mlm_probability, g),
         metrics=metrics)
     return {"steps": state.step}
 
 
+@dataclass
+class TaskData:
+    """One task's encoded training set, its English dev set, and the dev subset used for selection."""
+    task: tasks.Task
+    labels: tuple[str, ...]
+    train_examples: int          # what sampling weighs (a long SQuAD context makes several features)
+    train: list[dict]
+    dev_examples: list[dict]
+    dev: list[dict]
+    subset_examples: list[dict]
+    subset: list[dict]
+
+    @property
+    def format(self):
+        return formats.get(self.task.format)
+
+
+def task_data(name: str, job: Job, tokenizer) -> TaskData:
+    task, hp = tasks.get(name), job.hyperparameters
+
+    def load(split: str, limit: int = 0) -> list[dict]:
+        return data.load_examples(name, split, job.data_source, job.seed, "en", job.mirror, job.cache_dir, limit,
+                                  job.data_dir)
+
+    def encode(examples: list[dict]) -> list[dict]:
+        return data.encode(task, examples, tokenizer, hp.max_seq_length, labels, hp)
+
+    train = load("train", hp.max_train_examples)
+    labels = tagging.tag_set(train) if task.format == tagging.NAME else task.labels
+    dev = load("dev")
+    # Selection uses a fixed subset of the English dev set only: zero-shot means no target-language dev.
+    subset = dev[: hp.eval_examples]
+    return TaskData(task, labels, len(train), encode(train), dev, encode(dev), subset, encode(subset))
+
+
+def score(module, td: TaskData, full: bool, job: Job, ctx: engine.Context, pad_id: int) -> dict:
+    examples, features = (td.dev_examples, td.dev) if full else (td.subset_examples, td.subset)
+    predictions = engine.predict(module, td.format, features, job.hyperparameters.micro_batch_size * 8, pad_id, ctx,
+                                 task=td.task.name)
+    return td.format.score(examples, features, predictions)
+
+
 def finetune(job: Job, ctx: engine.Context) -> dict:
-    """`intermediate` and `target`: a task head on the inherited encoder, selected on English dev."""
+    """`intermediate` and `target`: task heads on the inherited encoder, selected on English dev.
+    `multitask` trains one head per member task on batches sampled across them."""
     task = tasks.get(job.task)
     hp = job.hyperparameters
     out = Path(job.output)
     source = model_source(job)
     tokenizer = model.load_tokenizer(source)
+    pad_id = tokenizer.pad_token_id
+    members = {name: task_data(name, job, tokenizer) for name in (task.members or (task.name,))}
     torch.manual_seed(job.seed)
-    classifier = model.Classifier(model.build_encoder(source, job.backbone, ctx.world), task.num_labels,
-                                  model.aux_weight(job.backbone))
-    train_items = data.encode(data.load_examples(task.name, "train", job.data_source, job.seed, "en", job.mirror,
-                                                 job.cache_dir, hp.max_train_examples), tokenizer, hp.max_seq_length)
-    dev_items = data.encode(data.load_examples(task.name, "dev", job.data_source, job.seed, "en", job.mirror,
-                                               job.cache_dir), tokenizer, hp.max_seq_length)
-    # Selection uses a fixed subset of the English dev set only: zero-shot means no target-language dev.
-    subset = dev_items[: hp.eval_examples]
-    eval_batch = hp.micro_batch_size * 8
+    heads = [model.HeadSpec(name, td.task.format, td.labels) for name, td in members.items()]
+    module = model.TaskModel(model.build_encoder(source, job.backbone, ctx.world), heads,
+                             model.aux_weight(job.backbone))
+    weights = None
+    if task.members:
+        weights = sampling.mix_weights({n: td.train_examples for n, td in members.items()}, hp.multitask_temperature,
+                                       hp.multitask_cap)
+        if ctx.is_main:
+            log.info("multitask sampling: %s", {n: round(w, 4) for n, w in weights.items()})
+    training = TrainingSet({n: td.train for n, td in members.items()},
+                           {n: td.format.collate for n, td in members.items()}, weights,
+                           hp.multitask_cap if task.members else 0)
 
-    def evaluator(module):
-        return engine.evaluate_accuracy(module, subset, eval_batch, tokenizer.pad_token_id, ctx)[0]
+    def main_score(m, full: bool) -> tuple[float, dict]:
+        scores = {n: score(m, td, full, job, ctx, pad_id) for n, td in members.items()}
+        main = sum(scores[n][td.format.MAIN] for n, td in members.items()) / len(members)
+        return main, scores
 
     metrics = _metrics(job, ctx)
     state = engine.train(
-        job, ctx, classifier, train_items, tokenizer.pad_token_id,
+        job, ctx, module, training, pad_id,
         save_best=lambda m: _save(m, tokenizer, out / "model", job, ctx),
-        evaluator=evaluator, metrics=metrics)
-    # Report the selected model on the whole English dev set.
-    best = load_classifier(str(out / "model"), job, ctx, task.num_labels)
-    dev_acc, _ = engine.evaluate_accuracy(best, dev_items, eval_batch, tokenizer.pad_token_id, ctx)
+        evaluator=lambda m: main_score(m, full=False)[0], metrics=metrics)
+    # Report the selected model on the whole English dev set of every task it trained.
+    best = model.load_task_model(str(out / "model"), job.backbone, ctx.world).to(ctx.device)
+    dev_score, dev = main_score(best, full=True)
     return {"steps": state.step, "bestStep": state.best_step, "stoppedEarly": state.stopped_early,
-            "devAccuracy": round(dev_acc, 4), "metric": task.metric, "history": state.history}
+            "devScore": round(dev_score, 4),
+            "dev": {n: {k: round(v, 4) for k, v in d.items()} for n, d in dev.items()},
+            "history": state.history, "lossCurve": state.loss_curve}
 
 
 def evaluate(job: Job, ctx: engine.Context) -> dict:
     """Zero-shot accuracy of the target model on every language, dev and test."""
     task = tasks.get(job.task)
+    fmt = formats.get(task.format)
     hp = job.hyperparameters
     source = model_source(job)
     tokenizer = model.load_tokenizer(source)
-    classifier = load_classifier(source, job, ctx, task.num_labels)
+    module = model.load_task_model(source, job.backbone, ctx.world).to(ctx.device)
+    if len(module.specs) != 1:
+        raise ValueError(f"parent: {Path(source).parent} has heads {list(module.specs)}; evaluate needs the output "
+                         "of a target job (one classifier)")
+    (head,) = module.specs.values()
+    if (head.format, head.labels) != (task.format, task.labels):
+        raise ValueError(f"task: the parent's {head.task} head predicts {head.labels}, {task.name} needs {task.labels}")
     per_language = {}
     started = time.perf_counter()
     for language in job.languages:
         per_language[language] = {}
         for split in ("dev", "test"):
-            items = data.encode(data.load_examples(task.name, split, job.data_source, job.seed, language,
-                                                   job.mirror, job.cache_dir), tokenizer, hp.max_seq_length)
-            acc, _ = engine.evaluate_accuracy(classifier, items, hp.micro_batch_size * 8,
-                                              tokenizer.pad_token_id, ctx)
-            per_language[language][split] = round(acc, 4)
+            examples = data.load_examples(task.name, split, job.data_source, job.seed, language, job.mirror,
+                                          job.cache_dir)
+            features = data.encode(task, examples, tokenizer, hp.max_seq_length, task.labels, hp)
+            predictions = engine.predict(module, fmt, features, hp.micro_batch_size * 8, tokenizer.pad_token_id,
+                                         ctx, task=head.task)
+            per_language[language][split] = round(fmt.score(examples, features, predictions)[fmt.MAIN], 4)
     average = {split: round(sum(v[split] for v in per_language.values()) / len(per_language), 4)
                for split in ("dev", "test")}
     results = {"task": task.name, "backbone": job.backbone.name, "seed": job.seed, "languages": per_language,
@@ -208,7 +260,7 @@ def run(job: Job) -> dict:
     result = PHASES[job.phase](job, ctx)
     summary = {"phase": job.phase, "task": job.task, "backbone": job.backbone.name, "seed": job.seed,
                "jobHash": job.job_hash, "worldSize": ctx.world, "seconds": round(time.time() - started, 1),
-               **{k: v for k, v in result.items() if k != "history"}}
+               **{k: v for k, v in result.items() if k not in ("history", "lossCurve")}}
     dist.barrier()
     if ctx.is_main:
         write_json_atomic(out / "metrics.json", result)

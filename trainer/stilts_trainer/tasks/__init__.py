@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-FORMATS = ("classification", "multiple_choice", "span", "tagging")
+MULTITASK = "multitask"  # the format of a task that is a mix of other tasks
 
 
 @dataclass(frozen=True)
@@ -22,32 +22,59 @@ class HubSplit:
 
 
 @dataclass(frozen=True)
+class LocalFiles:
+    """Data that cannot come from a hub (licensed): read from `<dataDir>/<directory>` by `read`."""
+    directory: str
+    layout: str                                       # what users put there, for the docs and errors
+    read: Callable[[str, str], list[dict]]            # (split, task directory) -> records
+
+
+@dataclass(frozen=True)
 class Task:
     name: str
-    format: str
+    format: str                                # one of formats.NAMES, or MULTITASK
     description: str
-    labels: tuple[str, ...]
-    metric: str
-    fields: tuple[str, ...]                    # hub record fields the conversion reads
-    convert: Callable[[dict], dict | None]     # hub record -> example (None drops it, e.g. no gold label)
-    hub: dict[str, tuple[HubSplit, ...]]       # our split ("train", "dev", "test") -> hub splits
-    synthetic: Callable[[str, int, str], list[dict]]  # (split, seed, language) -> hub-schema records
+    metric: str                                # as reported (the format scores it)
+    labels: tuple[str, ...] = ()               # classes or choices; () = the tag set of the training data
+    fields: tuple[str, ...] = ()               # record fields the conversion reads
+    convert: Callable[[dict], dict | None] | None = None  # record -> example (None drops it: no gold label)
+    hub: dict[str, tuple[HubSplit, ...]] = field(default_factory=dict)  # our split -> hub splits
+    local: LocalFiles | None = None
+    synthetic: Callable[[str, int, str], list[dict]] | None = None  # (split, seed, language) -> records
+    members: tuple[str, ...] = ()              # MULTITASK: the tasks it mixes
     languages: tuple[str, ...] = ("en",)
     paper_xnli: float | None = None            # XLM-R large + this task, XNLI test avg (Phang et al. 2020)
     notes: str = ""
-    text_fields: tuple[str, ...] = field(default=("text_a", "text_b"))
 
     @property
     def num_labels(self) -> int:
         return len(self.labels)
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return tuple(self.hub) or (("train", "dev", "test") if self.local else ())
+
+    @property
+    def source(self) -> str:
+        """Where real data comes from, in one line (for `tasks` and the README)."""
+        if self.members:
+            return "mix of " + ", ".join(self.members)
+        if self.local:
+            return f"local files: <dataDir>/{self.local.directory} ({self.local.layout})"
+        return ", ".join(sorted({s.dataset + (f":{s.config}" if s.config and len(self.languages) == 1 else "")
+                                 for split in self.hub.values() for s in split}))
 
 
 _REGISTRY: dict[str, Task] = {}
 
 
 def register(task: Task) -> Task:
-    if task.format not in FORMATS:
-        raise ValueError(f"task {task.name}: format must be one of {FORMATS}")
+    from .. import formats
+
+    if task.format not in formats.NAMES + (MULTITASK,):
+        raise ValueError(f"task {task.name}: format must be one of {formats.NAMES + (MULTITASK,)}")
+    if bool(task.members) != (task.format == MULTITASK):
+        raise ValueError(f"task {task.name}: members are for (and required by) format {MULTITASK}")
     _REGISTRY[task.name] = task
     return task
 
@@ -63,6 +90,16 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def expand(names) -> list[str]:
+    """Task names with every mix replaced by its members, each once, in order."""
+    out: list[str] = []
+    for name in names:
+        for member in get(name).members or (name,):
+            if member not in out:
+                out.append(member)
+    return out
+
+
 def pair_record(a: str, b: str, label_field: str = "label") -> Callable[[dict], dict | None]:
     """Conversion for sentence-pair classification records; negative labels mean no gold label."""
     def convert(record: dict) -> dict | None:
@@ -74,4 +111,6 @@ def pair_record(a: str, b: str, label_field: str = "label") -> Callable[[dict], 
 
 
 # Importing registers. Adding a task = a module here plus one line below.
-from . import anli, mnli, qqp, xnli  # noqa: E402,F401
+from . import (anli, ccg, commonsenseqa, cosmosqa, hellaswag, mnli, qqp, squad, squad_v2, sst2,  # noqa: E402,F401
+               xnli)
+from . import multitask  # noqa: E402,F401  (last: it checks its members are registered)
