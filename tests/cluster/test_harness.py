@@ -45,6 +45,8 @@ def test_valid_experiments_are_accepted_and_defaulted(control_plane, namespace):
      "divide the job's world size"),
     (lambda s: s.update(maxConcurrentJobs=0), "spec.maxConcurrentJobs"),
     (lambda s: s["target"].update(languages=["en", "xx"]), "spec.target.languages[1]"),
+    (lambda s: s.update(dataSource="hub", backbones=[{"name": "x", "model": "FacebookAI/xlm-roberta-base"}],
+                        intermediateTasks=["sst2", "ccg"]), "spec.dataDir: ccg and multitask read CCGbank"),
 ])
 def test_bad_experiments_are_refused_with_the_crds_message(control_plane, namespace, change, message):
     doc = copy.deepcopy(DEMO)

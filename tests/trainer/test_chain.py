@@ -61,7 +61,9 @@ def test_next_phase_starts_from_the_previous_encoder_and_drops_its_head(tmp_path
         assert torch.allclose(source, value, atol=1e-6), key
         compared += 1
     assert compared > 20
-    assert (out / "model" / "head.pt").exists()
+    heads = json.loads((out / "model" / "heads.json").read_text())
+    assert heads == [{"task": "mnli", "format": "classification", "labels": ["entailment", "neutral", "contradiction"]}]
+    assert (out / "model" / "heads.pt").exists()
 
 
 def _run_until_checkpoint_then_kill(path, marker, timeout=300):

@@ -157,3 +157,16 @@ def test_every_head_learns_on_a_shared_encoder(pretrained):
     after = losses()
     for name in members:
         assert after[name] < 0.8 * before[name], (name, before[name], after[name])
+
+
+def test_targets_written_before_heads_json_still_load(tmp_path, tokenizer):
+    """A stilts 0.1 target wrote one classification head as head.pt; evaluate still reads it."""
+    encoder = model.tiny_mlm("stilts/tiny-xlmr", tokenizer).roberta
+    net = model.TaskModel(encoder, [model.HeadSpec("mnli", "classification", tasks.get("mnli").labels)])
+    directory = tmp_path / "target" / "model"
+    directory.mkdir(parents=True)
+    torch.save(net.heads["mnli"].state_dict(), directory / "head.pt")
+    (tmp_path / "target" / "job.json").write_text('{"task": "mnli"}')
+    specs, state = model.load_heads(str(directory))
+    assert specs == [model.HeadSpec("mnli", "classification", tasks.get("mnli").labels)]
+    assert all(torch.equal(state[k], v) for k, v in net.heads.state_dict().items())

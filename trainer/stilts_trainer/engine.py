@@ -157,7 +157,6 @@ def train(job: Job, ctx: Context, model: torch.nn.Module, training: sampling.Tra
     sched = data.schedule(training.epoch_size, hp.batch_size, hp.micro_batch_size, ctx.world)
     total = hp.max_steps or math.ceil(hp.epochs * sched.steps_per_epoch)
     stream = sampling.Stream(training, sched, job.seed, total * sched.accumulation)
-    mixed = training.weights is not None
     window = max(1, total // LOSS_POINTS)
     torch.manual_seed(job.seed * 1000 + ctx.rank)
     params = {"params": [p for p in model.parameters() if p.requires_grad], "name": "params"}
@@ -204,13 +203,16 @@ def train(job: Job, ctx: Context, model: torch.nn.Module, training: sampling.Tra
         if uniform:
             batch = common_shape(batch, pad_id, ctx)
         batch = {k: v.to(ctx.device) for k, v in batch.items()}
-        out = engine(**batch, **({"task": task} if mixed else {}))
+        out = engine(**batch, task=task)
         loss = out["loss"]
         engine.backward(loss)
         engine.step()
         micro += 1
         tokens += int(batch["attention_mask"].sum())
-        window_losses.setdefault(task, []).append(out.get("task_loss", loss).item())
+        task_loss = out.get("task_loss", loss).item()
+        window_losses.setdefault(task, []).append(task_loss)
+        if metrics and ctx.is_main:
+            metrics.head(task, task_loss)
         if micro % sched.accumulation:
             continue
         state.step += 1

@@ -24,6 +24,8 @@ class TrainerMetrics:
         self.dropped = gauge("stilts_trainer_moe_dropped_token_share", "Share of token routes dropped for capacity")
         self.expert_share = Gauge("stilts_trainer_moe_expert_token_share", "Share of routed tokens per expert "
                                   "(all MoE layers)", LABELS + ("expert",), registry=self.registry)
+        self.head_loss = Gauge("stilts_trainer_head_loss", "Training loss of each task head on its last batch "
+                               "(nine heads in multitask)", LABELS + ("head",), registry=self.registry)
         self.server = None
         if port:
             self.server, _ = start_http_server(port, registry=self.registry)
@@ -33,6 +35,9 @@ class TrainerMetrics:
         self.loss.set(loss)
         self.learning_rate.set(lr)
         self.tokens_per_second.set(tokens_per_second)
+
+    def head(self, head: str, loss: float) -> None:
+        self.head_loss.labels(**self._labels, head=head).set(loss)
 
     def moe(self, aux_loss: float, stats: dict) -> None:
         self.aux.set(aux_loss)

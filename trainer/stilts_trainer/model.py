@@ -1,9 +1,11 @@
 """Backbones and heads.
 
-A phase's model = an XLM-R encoder + a head for its task format. Phases hand over the encoder only:
-the output `model/` directory is a transformers checkpoint the next phase loads with any world size,
-and the head is dropped. Hub XLM-R checkpoints are masked-LM checkpoints, and so are ours after
-`pretrain`, so one loader serves both.
+A phase's model = an XLM-R encoder + one head per task it trains (`TaskModel`; nine for
+`multitask`), each head from its task's format (formats/). Phases hand over the encoder only: the
+output `model/` directory is a transformers checkpoint the next phase loads with any world size;
+the heads are saved beside it (heads.json + heads.pt) for `evaluate`, and later training phases
+drop them. Hub XLM-R checkpoints are masked-LM checkpoints, and so are ours after `pretrain`, so
+one loader serves both.
 """
 
 from __future__ import annotations

@@ -195,6 +195,11 @@ def finetune(job: Job, ctx: engine.Context) -> dict:
     # Report the selected model on the whole English dev set of every task it trained.
     best = model.load_task_model(str(out / "model"), job.backbone, ctx.world).to(ctx.device)
     dev_score, dev = main_score(best, full=True)
+    if ctx.is_main:
+        log.info("English dev, selected model (step %d): %s", state.best_step,
+                 {n: {k: round(v, 4) for k, v in d.items()} for n, d in dev.items()})
+        if metrics:
+            metrics.dev_score(dev_score)
     return {"steps": state.step, "bestStep": state.best_step, "stoppedEarly": state.stopped_early,
             "devScore": round(dev_score, 4),
             "dev": {n: {k: round(v, 4) for k, v in d.items()} for n, d in dev.items()},

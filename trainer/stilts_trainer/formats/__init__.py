@@ -17,8 +17,8 @@ from __future__ import annotations
 from types import ModuleType
 
 from . import classification, multiple_choice, span, tagging
+from ._heads import IGNORE  # noqa: F401  (the target value nothing is predicted for)
 
-IGNORE = -100
 _FORMATS = {m.NAME: m for m in (classification, multiple_choice, span, tagging)}
 NAMES = tuple(_FORMATS)
 
