@@ -1,3 +1,5 @@
+import contextlib
+
 import pytest
 import torch
 
@@ -90,16 +92,21 @@ def test_hub_dataset_with_the_wrong_schema_fails_naming_the_field(tmp_path):
         data.load_examples("qqp", "train", "hub", 1, mirror=str(tmp_path), cache_dir=str(tmp_path / "cache"))
 
 
-def test_out_of_range_label_is_refused():
-    task = tasks.get("qqp")
-    bad = tasks.Task(**{**task.__dict__, "name": "qqp_bad",
-                        "synthetic": lambda split, seed, lang: [{"question1": "a", "question2": "b", "label": 7}]})
-    tasks.register(bad)
+@contextlib.contextmanager
+def variant(name: str, records: list[dict]):
+    """Task `name` registered for a moment as `<name>_bad`, serving `records` as its synthetic data."""
+    task = tasks.get(name)
+    tasks.register(tasks.Task(**{**task.__dict__, "name": f"{name}_bad", "synthetic": lambda *_: records}))
     try:
-        with pytest.raises(data.DataError, match="field label is 7"):
-            data.load_examples("qqp_bad", "train", "synthetic", 1)
+        yield f"{name}_bad"
     finally:
-        tasks._REGISTRY.pop("qqp_bad")
+        tasks._REGISTRY.pop(f"{name}_bad")
+
+
+def test_out_of_range_label_is_refused():
+    with variant("qqp", [{"question1": "a", "question2": "b", "label": 7}]) as bad:
+        with pytest.raises(data.DataError, match="field label is 7"):
+            data.load_examples(bad, "train", "synthetic", 1)
 
 
 def test_every_task_has_synthetic_data_in_its_hub_schema():
@@ -151,12 +158,6 @@ def test_ccg_reads_a_ccgbank_release_from_data_dir(tmp_path):
 
 
 def test_tagging_records_need_one_tag_per_token():
-    ccg = tasks.get("ccg")
-    bad = tasks.Task(**{**ccg.__dict__, "name": "ccg_bad",
-                        "synthetic": lambda split, seed, lang: [{"tokens": ["a", "b", "c"], "tags": ["N", "N"]}]})
-    tasks.register(bad)
-    try:
+    with variant("ccg", [{"tokens": ["a", "b", "c"], "tags": ["N", "N"]}]) as bad:
         with pytest.raises(data.DataError, match="field tags: 2 tags for 3 tokens"):
-            data.load_examples("ccg_bad", "train", "synthetic", 1)
-    finally:
-        tasks._REGISTRY.pop("ccg_bad")
+            data.load_examples(bad, "train", "synthetic", 1)

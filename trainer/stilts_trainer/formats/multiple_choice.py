@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from ._heads import PooledHead, cross_entropy, pad_rows
+from ._heads import PooledHead, pad_rows
+from .classification import loss, predict, score  # noqa: F401  (one label per example, over the choices)
 
 NAME = "multiple_choice"
 MAIN = "accuracy"
@@ -48,16 +49,3 @@ class Head(PooledHead):
     def forward(self, hidden_states: torch.Tensor, input_shape: torch.Size) -> torch.Tensor:
         # The encoder saw (examples x choices) rows; fold the scores back to one row per example.
         return super().forward(hidden_states).view(input_shape[:-1])
-
-
-def loss(logits: torch.Tensor, batch: dict) -> torch.Tensor:
-    return cross_entropy(logits, batch["labels"])
-
-
-def predict(logits: torch.Tensor, batch: dict) -> list[int]:
-    return logits.argmax(-1).tolist()
-
-
-def score(examples: list[dict], features: list[dict], predictions: list[int]) -> dict:
-    correct = sum(int(p == f["label"]) for p, f in zip(predictions, features))
-    return {"accuracy": correct / max(1, len(features))}
