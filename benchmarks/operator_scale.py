@@ -9,7 +9,6 @@ second, reconcile latency p50/p95 (from the operator's histogram), and the opera
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 import tempfile

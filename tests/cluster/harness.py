@@ -163,7 +163,7 @@ class ControlPlane:
 
     # -- clients ------------------------------------------------------------------------------------
     def api_client(self, user: str = "admin"):
-        from kubernetes import client, config
+        from kubernetes import config
         path = self.kubeconfig if user == "admin" else self.user_kubeconfig
         return config.new_client_from_config(config_file=str(path))
 

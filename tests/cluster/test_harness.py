@@ -2,7 +2,6 @@
 pods from the real training operator, which the simulator drives to Succeeded."""
 
 import copy
-import time
 
 import pytest
 import yaml

@@ -4,9 +4,6 @@ import json
 import sys
 import textwrap
 
-import pytest
-import yaml
-
 from stilts import local
 from stilts.spec import parse_experiment
 
