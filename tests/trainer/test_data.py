@@ -161,3 +161,22 @@ def test_tagging_records_need_one_tag_per_token():
     with variant("ccg", [{"tokens": ["a", "b", "c"], "tags": ["N", "N"]}]) as bad:
         with pytest.raises(data.DataError, match="field tags: 2 tags for 3 tokens"):
             data.load_examples(bad, "train", "synthetic", 1)
+
+
+HUB_TASKS = [n for n in tasks.names() if tasks.get(n).hub and len(tasks.get(n).languages) == 1]
+
+
+@pytest.mark.parametrize("name", HUB_TASKS)
+def test_synthetic_records_load_through_the_hub_loader_unchanged(name, tmp_path):
+    """Synthetic data is in the hub's schema: written as a hub dataset (parquet, nested features
+    and all) and read back by the hub loader, it gives the examples the synthetic source gives."""
+    task = tasks.get(name)
+    records = task.synthetic("dev", 1, "en")[:30]
+    by_dataset: dict = {}
+    for source in task.hub["dev"]:
+        by_dataset.setdefault(source.dataset, {}).setdefault(source.config or "default", {})[source.split] = records
+    for dataset, configs in by_dataset.items():
+        write_hub_layout(tmp_path, dataset, configs)
+    got = data.load_examples(name, "dev", "hub", 1, mirror=str(tmp_path), cache_dir=str(tmp_path / "cache"))
+    expected = data.load_examples(name, "dev", "synthetic", 1)[:30]
+    assert got == expected * len(task.hub["dev"])
