@@ -31,7 +31,7 @@ CASES = [
 def test_the_cases_cover_every_task_and_format():
     assert {c[0] for c in CASES} == {n for n in tasks.names() if len(tasks.get(n).languages) == 1}
     two = {tasks.get(c[0]).format for c in CASES if c[1] == 2}
-    assert two == set(formats.NAMES)
+    assert set(formats.NAMES) <= two
 
 
 @pytest.mark.parametrize("task, nproc, backbone", CASES, ids=[c[0] for c in CASES])
