@@ -17,11 +17,11 @@ test-fast: $(STAMP)                  ## unit tests only
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt trainer/pyproject.toml operator/pyproject.toml hack/install-tools.sh
+$(STAMP): requirements.txt contract/pyproject.toml trainer/pyproject.toml operator/pyproject.toml hack/install-tools.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q --no-deps -e trainer -e operator
+	$(PY) -m pip install -q --no-deps -e contract -e trainer -e operator
 	hack/install-tools.sh $(VENV)
 	touch $(STAMP)
 

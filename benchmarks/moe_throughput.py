@@ -55,7 +55,7 @@ def worker(args) -> None:
                  "checkpointEverySteps": 10**6, "deepspeed": {"zeroStage": 2}})
     encoder = model.build_encoder(directory, job.backbone, ctx.world)
     clf = model.TaskModel(encoder, [model.HeadSpec("mnli", "classification", tasks.get("mnli").labels)],
-                          model.aux_weight(job.backbone))
+                          model.aux_loss(job.backbone))
     for layer in moe.moe_layers(clf):
         layer.moe.deepspeed_moe.wall_clock_breakdown = True
     items = data.encode(tasks.get("mnli"), data.load_examples("mnli", "train", "synthetic", 1), tokenizer, 128,

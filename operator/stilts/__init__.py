@@ -1,3 +1,1 @@
-"""stilts control plane (see DESIGN.md): spec, plan, executors, report, operator."""
-
-__version__ = "0.1.0"
+"""stilts control plane: spec, plan, scheduler, executors (local and operator), report (see docs/architecture.md)."""

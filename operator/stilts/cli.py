@@ -31,21 +31,27 @@ def cmd_plan(args) -> int:
 
 def cmd_render(args) -> int:
     """The Kubernetes objects the operator creates for this file: the claim (unless one is named) and,
-    per job, its ConfigMap (job.json) and PyTorchJob, first attempt. The owner's uid is a placeholder."""
+    per job, its ConfigMap (job.json) and child (PyTorchJob or TrainJob), first attempt. The owner's uid
+    is a placeholder."""
     import yaml
 
-    from . import manifests
+    from . import backends, manifests
     from .plan import plan
-    from .spec import dump_spec
+    from .spec import API_VERSION, KIND, dump_spec
 
+    backend = backends.get(args.backend)
     exp = load_experiment(args.file)
-    experiment = {"apiVersion": "stilts.dev/v1alpha1", "kind": "TransferExperiment",
+    experiment = {"apiVersion": API_VERSION, "kind": KIND,
                   "metadata": {"name": exp.name, "namespace": args.namespace or exp.namespace,
                                "uid": "00000000-0000-0000-0000-000000000000"},
                   "spec": dump_spec(exp.spec)}
+    stem = manifests.prefix(experiment, backend.max_name)
     docs = [] if experiment["spec"]["storage"].get("claimName") else [manifests.claim(experiment)]
     for job in plan(exp.spec):
-        docs += [manifests.config_map(experiment, job, 1), manifests.pytorchjob(experiment, job, 1)]
+        name = manifests.child_name(stem, job.hash, 1)
+        template = manifests.pod_template(experiment, job, 1, name, backend.container)
+        docs += [manifests.config_map(experiment, job, 1, name),
+                 backend.manifest(experiment, job, 1, name, template, manifests.metadata(experiment, name, job, 1))]
     sys.stdout.write(yaml.safe_dump_all(docs, sort_keys=False))
     return 0
 
@@ -69,12 +75,13 @@ def cmd_run(args) -> int:
     except KeyboardInterrupt:
         return 130
     run_dir = executor.dir
-    if any(s.phase == "evaluate" and executor.states[s.hash].status == "succeeded" for s in executor.jobs):
+    if any(j.phase == "evaluate" and executor.records.get(j.hash, {}).get("state") == "Succeeded"
+           for j in executor.jobs):
         print()
         print(write(run_dir))
         print(f"report: {run_dir / 'report.txt'}, {run_dir / 'report.json'}, {run_dir / 'heatmap.png'}")
     if not ok:
-        failed = [s for s in executor.states.values() if s.status in ("failed", "blocked")]
+        failed = [r for r in executor.records.values() if r["state"] in ("Failed", "Blocked")]
         print(f"{len(failed)} job(s) did not finish; see their train.log. Run the same command to retry.",
               file=sys.stderr)
         return 1
@@ -108,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("render", help="the Kubernetes objects the operator would create")
     p.add_argument("file")
     p.add_argument("--namespace", default="", help="namespace of the experiment (default: the file's)")
+    p.add_argument("--backend", default="pytorchjob", help="job backend: pytorchjob (default) or trainjob")
     p.set_defaults(func=cmd_render)
     p = sub.add_parser("operator", help="run the Kubernetes operator (the operator image's entry point)")
     p.add_argument("--namespace", action="append", default=[],
@@ -118,8 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run", help="run the experiment on this machine, then report")
     p.add_argument("file")
     p.add_argument("--root", default="runs", help="checkpoint root (default: ./runs)")
-    p.add_argument("--nproc", type=int, default=1, help="trainer processes per job (torchrun world size)")
-    p.add_argument("--parallel", type=int, default=0, help="jobs at once (default: cores / nproc, "
+    p.add_argument("--nproc", type=int, default=None, help="trainer processes for every training job (default: "
+                   "each job's planned world size, workers x gpusPerWorker); refused when a rule the trainer "
+                   "applies would fail with it")
+    p.add_argument("--parallel", type=int, default=0, help="jobs at once (default: cores / the widest job, "
                    "at most spec.maxConcurrentJobs)")
     p.add_argument("--checkpoint-every", type=int, default=100, help="optimizer steps between checkpoints")
     p.set_defaults(func=cmd_run)

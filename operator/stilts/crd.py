@@ -74,16 +74,66 @@ def spec_schema() -> dict:
     return schema
 
 
-STATUS_SCHEMA = {
-    "type": "object",
-    "description": "Written by the operator. kopf keeps its own bookkeeping here too, so unknown fields stay.",
-    "x-kubernetes-preserve-unknown-fields": True,
-    "properties": {
-        "phase": {"type": "string", "enum": ["Pending", "Running", "Succeeded", "Failed"]},
-        "progress": {"type": "string", "description": "Jobs succeeded / planned."},
-        "observedGeneration": {"type": "integer", "format": "int64"},
-    },
-}
+def _obj(description: str, properties: dict, **extra) -> dict:
+    return {"type": "object", "description": description, "properties": properties, **extra}
+
+
+_STR, _INT = {"type": "string"}, {"type": "integer", "format": "int64"}
+_COUNTS = _obj("Jobs per state.", {state: {**_INT, "description": d} for state, d in (
+    ("Pending", "Not started: waiting for parents or for room under maxConcurrentJobs."),
+    ("Queued", "Created and held by a queue (Kueue) until admitted."),
+    ("Starting", "Created, pods not all running yet (scheduling, image pull)."),
+    ("Running", "All pods running."),
+    ("Backoff", "A failed attempt, waiting to retry."),
+    ("Succeeded", "Finished with a valid summary."),
+    ("Failed", "Failed for good (retries exhausted, or a permanent failure)."),
+    ("Blocked", "Cannot run: a job it depends on failed."))})
+_JOB_NOTE = {"job": {**_STR, "description": "backbone-task-seed-phase"},
+             "reason": {**_STR, "description": "One CamelCase word: BadInput, Unschedulable, ImagePullBackOff, ..."},
+             "message": {**_STR, "description": "What the trainer or Kubernetes said."}}
+
+STATUS_SCHEMA = _obj(
+    "Written by the operator: a bounded summary. Per-job records are in the ConfigMap jobsConfigMap, results in "
+    "resultsConfigMap; `stilts status NAME` and `stilts report tx/NAME` read them.", {
+        "phase": {"type": "string", "enum": ["Pending", "Running", "Succeeded", "Failed"],
+                  "description": "Pending: nothing created yet; Running: jobs left to run; Succeeded: every job "
+                  "succeeded; Failed: nothing left to run and some job failed (or the spec is invalid)."},
+        "progress": {**_STR, "description": "Jobs succeeded / planned."},
+        "running": {**_INT, "description": "Jobs whose pods all run."},
+        "waiting": {**_INT, "description": "Jobs created but not running: starting or queued."},
+        "queued": {**_INT, "description": "Jobs held by a queue (Kueue)."},
+        "failed": {**_INT, "description": "Jobs failed for good, and jobs blocked by them."},
+        "message": {**_STR, "description": "What needs attention, in one line."},
+        "counts": _COUNTS,
+        "failures": {"type": "array", "maxItems": 10, "description": "The first failed jobs (all: stilts status).",
+                     "items": _obj("A failed job.", {**_JOB_NOTE, "attempts": _INT})},
+        "waitingJobs": {"type": "array", "maxItems": 10, "description": "The longest-waiting jobs that do not run yet.",
+                        "items": _obj("A job waiting to run.", {**_JOB_NOTE, "state": _STR,
+                                                                "since": {**_STR, "format": "date-time"}})},
+        "observedGeneration": {**_INT, "description": "The spec generation this status describes."},
+        "conditions": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"],
+                       "description": "Ready (every job succeeded), Progressing (jobs left to run), Degraded "
+                       "(jobs failed).",
+                       "items": _obj("A condition, as the Kubernetes API conventions define it.", {
+                           "type": _STR, "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+                           "reason": _STR, "message": _STR, "observedGeneration": _INT,
+                           "lastTransitionTime": {**_STR, "format": "date-time"}},
+                           required=["type", "status"])},
+        "jobsConfigMap": {**_STR, "description": "ConfigMap holding every job's record (state, attempts, reason)."},
+        "resultsConfigMap": {**_STR, "description": "ConfigMap holding each finished job's compact summary."},
+    })
+
+COLUMNS = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Done", "type": "string", "jsonPath": ".status.progress", "description": "Jobs succeeded / planned"},
+    {"name": "Running", "type": "integer", "jsonPath": ".status.running"},
+    {"name": "Waiting", "type": "integer", "jsonPath": ".status.waiting", "description": "Starting or queued"},
+    {"name": "Failed", "type": "integer", "jsonPath": ".status.failed"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Message", "type": "string", "jsonPath": ".status.message"},
+]
+NAME_RULE = {"rule": "size(self.metadata.name) <= 40",
+             "message": "metadata.name: at most 40 characters (it names the experiment's jobs and labels)"}
 
 
 def crd() -> dict:
@@ -101,15 +151,12 @@ def crd() -> dict:
                 "served": True,
                 "storage": True,
                 "subresources": {"status": {}},
-                "additionalPrinterColumns": [
-                    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-                    {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
-                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                ],
+                "additionalPrinterColumns": COLUMNS,
                 "schema": {"openAPIV3Schema": {
                     "type": "object",
                     "description": S.ExperimentSpec.__doc__.strip(),
                     "required": ["spec"],
+                    "x-kubernetes-validations": [NAME_RULE],
                     "properties": {
                         "apiVersion": {"type": "string"},
                         "kind": {"type": "string"},

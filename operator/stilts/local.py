@@ -1,9 +1,10 @@
-"""Local executor: the plan's DAG as torchrun subprocesses on this machine.
+"""Local executor: the plan's DAG as trainer processes on this machine.
 
-Same plan, same job.json and same trainer as on a cluster; only starting and observing differ.
-Checkpoints live under <root>/<experiment>/<hash>/. A job whose COMPLETE exists, here or under
-another experiment in the same root, is not run again. Ctrl-C stops the running jobs (they keep
-their step checkpoints); running the same command again resumes.
+The same plan, job.json, trainer and scheduler (reconcile.py) as on a cluster; only what a child is
+differs: here a process (torchrun when the job has more than one), observed through its exit code
+and its COMPLETE marker. Checkpoints live under <root>/<experiment>/<hash>/. A job whose COMPLETE
+exists, here or under another experiment in the same root, is not run again. Ctrl-C stops the
+running jobs (they keep their step checkpoints); running the same command again resumes.
 """
 
 from __future__ import annotations
@@ -11,205 +12,220 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .plan import Job, job_json, plan
-from .spec import Experiment
+from stilts_contract import rules, summary as summaries
+from stilts_contract.names import COMPLETE, TRAIN_LOG, Exit, is_permanent
 
-PERMANENT_EXIT = 2  # the trainer's exit code for bad input: retrying cannot help
+from .plan import Job, job_json, plan
+from .reconcile import ACTIVE, Observed, Policy, counts, reconcile
+from .spec import Experiment, SpecError
 
 
 def find_complete(root: Path, experiment: str, job_hash: str) -> Path | None:
     """A finished copy of this job: this experiment's first, then any other's under the same root."""
     own = root / experiment / job_hash
-    if (own / "COMPLETE").is_file():
+    if (own / COMPLETE).is_file():
         return own
-    for candidate in sorted(root.glob(f"*/{job_hash}/COMPLETE")):
+    for candidate in sorted(root.glob(f"*/{job_hash}/{COMPLETE}")):
         return candidate.parent
     return None
 
 
+def world_sizes(jobs: list[Job], nproc: int | None) -> dict[str, int]:
+    """Processes per job: the planned world size (workers x processes per worker), or `nproc` for every
+    training job when given, if every rule the trainer applies at start-up still holds with it."""
+    sizes = {}
+    for job in jobs:
+        planned = job.workers * job.processes_per_worker
+        size = 1 if job.phase == "prefetch" else (nproc or planned)
+        if size != planned and job.phase != "evaluate":
+            hp, moe = job.body["hyperparameters"], job.body["backbone"].get("moe")
+            problem = rules.batch_fits_world(hp["batchSize"], hp["microBatchSize"], size) or (
+                moe and job.phase != "prefetch" and rules.ep_divides_world(moe["expertParallelSize"], size))
+            if problem:
+                raise SpecError(f"--nproc {size}: job {job.name} was planned for {planned} processes, and with "
+                                f"{size}: {problem}. Leave --nproc out to run each job with its planned world "
+                                "size, or change the spec")
+        sizes[job.hash] = size
+    return sizes
+
+
 @dataclass
-class JobState:
+class Child:
+    """One attempt of one job: its process and where it logs."""
     job: Job
-    status: str = "pending"       # pending | running | succeeded | failed | blocked
-    attempts: int = 0
-    directory: Path | None = None
-    process: subprocess.Popen | None = None
-    not_before: float = 0.0
-    started: float = 0.0
-    message: str = ""
-    log: Path | None = None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    attempt: int
+    process: subprocess.Popen
+    log: Path
+    started: float
 
 
 @dataclass
 class LocalExecutor:
     experiment: Experiment
     root: Path = Path("runs")
-    nproc: int = 1
+    nproc: int | None = None
     parallel: int = 0
     checkpoint_every_steps: int = 100
     echo: bool = True
     trainer: list[str] = field(default_factory=lambda: [sys.executable, "-m", "stilts_trainer"])
-    states: dict[str, JobState] = field(default_factory=dict)
 
     def __post_init__(self):
         self.root = Path(self.root).resolve()
-        cores = os.cpu_count() or 1
-        limit = self.experiment.spec.max_concurrent_jobs
-        self.parallel = min(limit, self.parallel or max(1, cores // self.nproc))
-        self.cores = cores
         self.jobs = plan(self.experiment.spec)
-        self.states = {j.hash: JobState(j) for j in self.jobs}
+        self.by_hash = {j.hash: j for j in self.jobs}
+        self.sizes = world_sizes(self.jobs, self.nproc)
+        self.cores = os.cpu_count() or 1
+        widest = max(self.sizes.values())
+        self.policy = Policy.of(self.experiment.spec, self.parallel or max(1, self.cores // widest))
         self.dir = self.root / self.experiment.name
+        self.records: dict[str, dict] = {}
+        self.directories: dict[str, Path] = {}
+        self.children: dict[str, Child] = {}
+        self.results: dict[str, dict] = {}
 
-    # -- decisions (pure given the states) ----------------------------------------------------------
-    def ready(self, now: float) -> list[JobState]:
-        out = []
-        for s in self.states.values():
-            if s.status != "pending" or s.not_before > now:
+    @staticmethod
+    def child_name(job_hash: str, attempt: int) -> str:
+        return f"{job_hash}-{attempt}"
+
+    # -- observing -----------------------------------------------------------------------------------
+    def observe(self) -> dict[str, Observed]:
+        observed = {}
+        for name, child in self.children.items():
+            code = child.process.poll()
+            if code is None:
+                observed[name] = Observed("Running")
                 continue
-            if all(self.states[d].status == "succeeded" for d in s.job.depends_on):
-                out.append(s)
-        return out
+            out = self.dir / child.job.hash
+            if code == Exit.OK:
+                text = (out / COMPLETE).read_text() if (out / COMPLETE).is_file() else ""
+                observed[name] = Observed("Succeeded", summary=summaries.encode(json.loads(text)) if text else "")
+            else:
+                reason = "BadInput" if is_permanent(code) else f"Exit{code}" if code > 0 else f"Signal{-code}"
+                observed[name] = Observed("Failed", permanent=is_permanent(code), reason=reason,
+                                          message=f"{last_error(child.log)}  [log: {child.log}]")
+        return observed
 
-    def block_descendants(self) -> None:
-        changed = True
-        while changed:
-            changed = False
-            for s in self.states.values():
-                if s.status == "pending" and any(self.states[d].status in ("failed", "blocked")
-                                                 for d in s.job.depends_on):
-                    s.status, s.message, changed = "blocked", "a parent failed", True
+    # -- acting --------------------------------------------------------------------------------------
+    def launch(self, job: Job, attempt: int, sharing: int) -> None:
+        """Start one attempt; `sharing` jobs (this one included) split the cores between them."""
+        out = self.dir / job.hash
+        out.mkdir(parents=True, exist_ok=True)
+        parent_dir = str(self.directories[job.parent]) if job.parent else None
+        body = job_json(job, str(out), parent_dir, experiment=self.experiment.name,
+                        checkpoint_every_steps=self.checkpoint_every_steps)
+        (out / "job.json").write_text(json.dumps(body, indent=2))
+        nproc = self.sizes[job.hash]
+        cmd = [*self.trainer, "--job", str(out / "job.json")]
+        if nproc > 1:  # torchrun runs the same module: python -m torch.distributed.run ... -m stilts_trainer
+            launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)]
+            cmd = launcher + cmd[1:] if cmd[0] == sys.executable else launcher + ["--no-python"] + cmd
+        threads = max(1, self.cores // (nproc * sharing))
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+        log = out / TRAIN_LOG
+        with open(log, "a") as handle:
+            handle.write(f"\n=== attempt {attempt}: {' '.join(cmd)}\n")
+            handle.flush()
+            process = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.children[self.child_name(job.hash, attempt)] = Child(job, attempt, process, log, time.time())
+        self.directories[job.hash] = out
+        self.say(f"started {job.name} ({job.hash[:8]}, attempt {attempt}, {nproc} proc)")
 
-    # -- actions ------------------------------------------------------------------------------------
+    def kill(self, name: str) -> None:
+        child = self.children.pop(name, None)
+        if child and child.process.poll() is None:
+            os.killpg(child.process.pid, signal.SIGTERM)
+            child.process.wait()
+
+    def stop(self) -> None:
+        for child in self.children.values():
+            if child.process.poll() is None:
+                os.killpg(child.process.pid, signal.SIGTERM)
+        deadline = time.time() + 20
+        for child in self.children.values():
+            try:
+                child.process.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                os.killpg(child.process.pid, signal.SIGKILL)
+        self.children.clear()
+
     def say(self, text: str) -> None:
         if self.echo:
-            counts = self.counts()
-            print(f"[{counts['succeeded']}/{len(self.states)} done, {counts['running']} running, "
-                  f"{counts['failed'] + counts['blocked']} failed] {text}", flush=True)
-
-    def counts(self) -> dict[str, int]:
-        out = dict.fromkeys(("pending", "running", "succeeded", "failed", "blocked"), 0)
-        for s in self.states.values():
-            out[s.status] += 1
-        return out
+            c = counts(self.records)
+            print(f"[{c['Succeeded']}/{len(self.jobs)} done, {sum(c[s] for s in ACTIVE)} running, "
+                  f"{c['Failed'] + c['Blocked']} failed] {text}", flush=True)
 
     def write_manifest(self) -> None:
-        """plan.json: what each hash is, for `stilts report` and for people."""
+        """plan.json: what each hash is and how it went, for `stilts report` and for people."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        rows = [{"hash": s.job.hash, "name": s.job.name, "phase": s.job.phase, "labels": s.job.body["labels"],
-                 "parent": s.job.parent, "status": s.status, "attempts": s.attempts,
-                 "directory": str(s.directory or self.dir / s.job.hash), "message": s.message}
-                for s in self.states.values()]
+        rows = []
+        for job in self.jobs:
+            rec = self.records.get(job.hash, {})
+            rows.append({"hash": job.hash, "name": job.name, "phase": job.phase, "labels": job.body["labels"],
+                         "parent": job.parent, "status": rec.get("state", "Pending"),
+                         "attempts": rec.get("attempts", 0), "message": rec.get("message", ""),
+                         "directory": str(self.directories.get(job.hash, self.dir / job.hash))})
         tmp = self.dir / ".plan.json.tmp"
         tmp.write_text(json.dumps({"experiment": self.experiment.name, "jobs": rows}, indent=2))
         os.replace(tmp, self.dir / "plan.json")
 
-    def launch(self, s: JobState, sharing: int = 1) -> None:
-        """Start one job; `sharing` jobs (this one included) split the cores between them."""
-        job = s.job
-        out = self.dir / job.hash
-        out.mkdir(parents=True, exist_ok=True)
-        parent_dir = str(self.states[job.parent].directory) if job.parent else None
-        body = job_json(job, str(out), parent_dir, experiment=self.experiment.name,
-                        checkpoint_every_steps=self.checkpoint_every_steps)
-        (out / "job.json").write_text(json.dumps(body, indent=2))
-        nproc = self.nproc if job.phase != "prefetch" else 1
-        cmd = [*self.trainer, "--job", str(out / "job.json")]
-        if nproc > 1:  # torchrun runs the same module: python -m torch.distributed.run ... -m stilts_trainer
-            launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-                        "--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
-            cmd = launcher + cmd[1:] if cmd[0] == sys.executable else launcher + ["--no-python"] + cmd
-        threads = max(1, self.cores // (nproc * sharing))
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-        s.log = out / "train.log"
-        with open(s.log, "a") as log:
-            log.write(f"\n=== attempt {s.attempts + 1}: {' '.join(cmd)}\n")
-            log.flush()
-            s.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                         start_new_session=True)
-        s.status, s.attempts, s.started, s.directory = "running", s.attempts + 1, time.time(), out
-        self.say(f"started {job.name} ({job.hash[:8]}, attempt {s.attempts}, {nproc} proc)")
-
-    def observe(self, s: JobState) -> None:
-        code = s.process.poll()
-        if code is None:
-            return
-        s.process = None
-        if code == 0 and (s.directory / "COMPLETE").is_file():
-            s.status = "succeeded"
-            self.say(f"finished {s.job.name} in {time.time() - s.started:.0f}s")
-            return
-        tail = _last_error(s.log)
-        retries = self.experiment.spec.retries
-        if code != PERMANENT_EXIT and s.attempts <= retries.limit:
-            delay = retries.backoff_seconds * 2 ** (s.attempts - 1)
-            s.status, s.not_before, s.message = "pending", time.time() + delay, tail
-            self.say(f"failed {s.job.name} (exit {code}); retry in {delay}s: {tail}")
-        else:
-            s.status, s.message = "failed", tail
-            self.say(f"FAILED {s.job.name} (exit {code}, attempts {s.attempts}): {tail}  [log: {s.log}]")
-            self.block_descendants()
-
-    def stop(self) -> None:
-        for s in self.states.values():
-            if s.process and s.process.poll() is None:
-                os.killpg(s.process.pid, signal.SIGTERM)
-        deadline = time.time() + 20
-        for s in self.states.values():
-            if s.process:
-                try:
-                    s.process.wait(max(0.1, deadline - time.time()))
-                except subprocess.TimeoutExpired:
-                    os.killpg(s.process.pid, signal.SIGKILL)
-                s.status, s.process = "pending", None
+    # -- the loop ------------------------------------------------------------------------------------
+    def step(self, now: float) -> float | None:
+        """Observe, decide, act once; returns when to look again at the latest (None: at the next poll)."""
+        observed = self.observe()
+        d = reconcile(self.jobs, self.records, observed, now, self.policy, self.child_name)
+        before, self.records = self.records, d.records
+        for job_hash, rec in self.records.items():
+            if rec["state"] == "Succeeded" and before.get(job_hash, {}).get("state") != "Succeeded":
+                self.say(f"finished {self.by_hash[job_hash].name} in {now - rec.get('created', now):.0f}s")
+        self.results.update(d.results)
+        for name in d.delete:
+            self.kill(name)
+        for job_hash, rec in self.records.items():  # finished attempts are no longer children
+            name = self.child_name(job_hash, rec["attempts"])
+            if rec["state"] not in ACTIVE and name in self.children:
+                self.children.pop(name)
+        for kind, reason, message in d.events:
+            if kind == "Warning":
+                self.say(message)
+        sharing = len(self.children) + len(d.create)
+        for job, attempt in d.create:
+            self.launch(job, attempt, sharing)
+        self.write_manifest()
+        return d.requeue_after
 
     def run(self, poll_seconds: float = 0.5) -> bool:
         """Run the DAG to the end; True when every job succeeded."""
-        for s in self.states.values():
-            found = find_complete(self.root, self.experiment.name, s.job.hash)
+        for job in self.jobs:
+            found = find_complete(self.root, self.experiment.name, job.hash)
             if found:
-                s.status, s.directory = "succeeded", found
-        done = self.counts()["succeeded"]
-        self.say(f"{self.experiment.name}: {len(self.states)} jobs, {done} already complete; "
-                 f"{self.parallel} at a time x {self.nproc} process(es)")
+                self.records[job.hash] = {"state": "Succeeded", "attempts": 0}
+                self.directories[job.hash] = found
+        done = counts(self.records)["Succeeded"]
+        self.say(f"{self.experiment.name}: {len(self.jobs)} jobs, {done} already complete; "
+                 f"{self.policy.max_active} at a time")
         try:
             while True:
-                now = time.time()
-                running = [s for s in self.states.values() if s.status == "running"]
-                for s in running:
-                    self.observe(s)
-                running = [s for s in self.states.values() if s.status == "running"]
-                starting = self.ready(now)[: self.parallel - len(running)]
-                for s in starting:
-                    self.launch(s, sharing=len(running) + len(starting))
-                self.write_manifest()
-                counts = self.counts()
-                if counts["running"] == 0 and not any(s.status == "pending" for s in self.states.values()):
+                wait = self.step(time.time())
+                c = counts(self.records)
+                if not any(c[s] for s in ("Pending", "Backoff") + ACTIVE):
                     break
-                time.sleep(poll_seconds)
+                time.sleep(poll_seconds if wait is None else min(poll_seconds, max(wait, 0.01)))
         except KeyboardInterrupt:
             self.say("interrupted: stopping running jobs (their checkpoints stay; run again to resume)")
             self.stop()
             self.write_manifest()
             raise
-        self.write_manifest()
-        return all(s.status == "succeeded" for s in self.states.values())
+        return all(r["state"] == "Succeeded" for r in self.records.values())
 
 
-def _last_error(log: Path | None) -> str:
+def last_error(log: Path | None) -> str:
+    """The line of a trainer log that says what went wrong (the one-line error, or the exception)."""
     if not log or not log.exists():
         return ""
     lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]

@@ -1,14 +1,19 @@
-"""Kubernetes objects for one planned job, as pure functions of plain dicts.
+"""Kubernetes objects for one planned job, as pure functions of plain dicts; the same for every job
+backend (backends/ wraps the pod template in its own kind).
 
-Per job: a ConfigMap holding its job.json, and a Kubeflow PyTorchJob (Master + Workers) whose pods
-run `torchrun -m stilts_trainer --job /etc/stilts/job.json`. torchrun takes nodes, node rank,
-rendezvous address and processes per node from the PET_* variables the training operator sets.
+Per job attempt: a ConfigMap holding its job.json, and a child (PyTorchJob or TrainJob) whose pods
+run `torchrun -m stilts_trainer --job /etc/stilts/job.json`. Per experiment: the claim (unless one is
+named), and two ConfigMaps that hold what does not fit an object's status at paper scale: the
+records of every job, and the results.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+
+from stilts_contract.names import TRAIN_LOG
 
 from .plan import Job, job_json
 from .spec import API_VERSION, KIND
@@ -17,16 +22,34 @@ WORKSPACE = "/workspace"
 JOB_DIR = "/etc/stilts"
 TRAINER_METRICS_PORT = 9400
 LABEL_EXPERIMENT = "stilts.dev/experiment"
+LABEL_UID = "stilts.dev/experiment-uid"
 LABEL_HASH = "stilts.dev/job-hash"
-MAX_NAME = 52  # the training operator names Services <job>-worker-<i>: DNS-1035 labels of at most 63
+LABEL_ATTEMPT = "stilts.dev/attempt"
+LABEL_QUEUE = "kueue.x-k8s.io/queue-name"
+RETRY_ANNOTATION = "stilts.dev/retry"  # `stilts retry` sets it: failed jobs are re-armed once per value
+MANAGED_BY = {"app.kubernetes.io/managed-by": "stilts"}
+RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                        "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+RESTRICTED_POD = {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
+                  "seccompProfile": {"type": "RuntimeDefault"}}
+# Requests when the spec gives none, per trainer process (one per GPU; one per pod without GPUs).
+# Memory: 4 data-loading ranks of XLM-R large peaked near 12 GiB each (benchmarks/, README).
+DEFAULT_CPU_PER_PROCESS, DEFAULT_MEMORY_GI_PER_PROCESS, SHM_GI_PER_PROCESS = 4, 16, 1
 
 
-def child_name(experiment: str, job_hash: str, attempt: int) -> str:
+def prefix(experiment: dict, max_name: int) -> str:
+    """The stem every child of this experiment is named from: readable, and unique to this object (a
+    digest of namespace, name and uid), so two experiments never share a child name."""
+    meta = experiment["metadata"]
+    digest = hashlib.sha256(f"{meta.get('namespace', 'default')}/{meta['name']}/{meta['uid']}".encode()).hexdigest()
+    stem = re.sub(r"[^a-z0-9-]", "-", meta["name"].lower())
+    room = max_name - len("tx--") - 6 - len("-0123456789-100")  # digest, job hash, attempt
+    return f"tx-{stem[:room].rstrip('-')}-{digest[:6]}"
+
+
+def child_name(stem: str, job_hash: str, attempt: int) -> str:
     """Deterministic per attempt: a restarted operator finds (or re-creates, getting 409) the same name."""
-    stem = re.sub(r"[^a-z0-9-]", "-", experiment.lower())
-    suffix = f"-{job_hash[:12]}-{attempt}"
-    name = f"tx-{stem}"[: MAX_NAME - len(suffix)].rstrip("-") + suffix
-    return name
+    return f"{stem}-{job_hash[:10]}-{attempt}"
 
 
 def claim_name(experiment: dict) -> str:
@@ -40,12 +63,27 @@ def owner_reference(experiment: dict) -> dict:
             "controller": True, "blockOwnerDeletion": True}
 
 
-def labels(experiment: dict, job: Job) -> dict:
-    return {LABEL_EXPERIMENT: experiment["metadata"]["name"], LABEL_HASH: job.hash,
-            "stilts.dev/backbone": job.backbone, "stilts.dev/phase": job.phase,
-            "stilts.dev/task": job.intermediate_task or "none",
-            "stilts.dev/seed": "" if job.seed is None else str(job.seed),
-            "app.kubernetes.io/managed-by": "stilts"}
+def experiment_labels(experiment: dict) -> dict:
+    meta = experiment["metadata"]
+    return {LABEL_EXPERIMENT: meta["name"], LABEL_UID: meta["uid"], **MANAGED_BY}
+
+
+def labels(experiment: dict, job: Job, attempt: int) -> dict:
+    out = {**experiment_labels(experiment), LABEL_HASH: job.hash, LABEL_ATTEMPT: str(attempt),
+           "stilts.dev/backbone": job.backbone, "stilts.dev/phase": job.phase,
+           "stilts.dev/task": job.intermediate_task or "none",
+           "stilts.dev/seed": "" if job.seed is None else str(job.seed)}
+    queue = experiment["spec"].get("scheduling", {}).get("queueName")
+    if queue:
+        out[LABEL_QUEUE] = queue
+    return out
+
+
+def metadata(experiment: dict, name: str, job: Job, attempt: int) -> dict:
+    return {"name": name, "namespace": experiment["metadata"].get("namespace", "default"),
+            "labels": labels(experiment, job, attempt),
+            "annotations": {"stilts.dev/job": job.name, "stilts.dev/attempt": str(attempt)},
+            "ownerReferences": [owner_reference(experiment)]}
 
 
 def job_paths(experiment: dict, job: Job) -> tuple[str, str | None]:
@@ -55,38 +93,60 @@ def job_paths(experiment: dict, job: Job) -> tuple[str, str | None]:
     return out, parent
 
 
-def config_map(experiment: dict, job: Job, attempt: int) -> dict:
+def config_map(experiment: dict, job: Job, attempt: int, name: str) -> dict:
     out, parent = job_paths(experiment, job)
     body = job_json(job, out, parent, experiment=experiment["metadata"]["name"],
                     metrics_port=TRAINER_METRICS_PORT, cache_dir=f"{WORKSPACE}/.cache/huggingface")
-    return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": child_name(experiment["metadata"]["name"], job.hash, attempt),
-                         "namespace": experiment["metadata"].get("namespace", "default"),
-                         "labels": labels(experiment, job), "ownerReferences": [owner_reference(experiment)]},
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata(experiment, name, job, attempt),
             "data": {"job.json": json.dumps(body, indent=2, sort_keys=True)}}
 
 
-RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-                        "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+def _backbone(experiment: dict, job: Job) -> dict:
+    return next((b for b in experiment["spec"]["backbones"] if b["name"] == job.backbone), {})
 
 
-def _pod_template(experiment: dict, job: Job, attempt: int) -> dict:
+def gpus(experiment: dict, job: Job) -> int:
+    """GPUs per pod: one per process, none for prefetch (it downloads)."""
+    return job.processes_per_worker if _backbone(experiment, job).get("gpusPerWorker", 8) > 0 and \
+        job.phase != "prefetch" else 0
+
+
+def resources(experiment: dict, job: Job) -> dict:
+    """Requests (and limits for memory and GPUs) of one trainer container, so that quotas (Kueue,
+    ResourceQuota) see what a job needs and a pod is never BestEffort."""
+    given = _backbone(experiment, job).get("resources") or {}
+    procs = 1 if job.phase == "prefetch" else job.processes_per_worker
+    cpu = given.get("cpu") or str(DEFAULT_CPU_PER_PROCESS * procs)
+    memory = given.get("memory") or f"{DEFAULT_MEMORY_GI_PER_PROCESS * procs}Gi"
+    out = {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory}}
+    n = gpus(experiment, job)
+    if n:
+        out["requests"]["nvidia.com/gpu"] = out["limits"]["nvidia.com/gpu"] = str(n)
+    return out
+
+
+def pod_template(experiment: dict, job: Job, attempt: int, name: str, container_name: str,
+                 env: list[dict] | None = None) -> dict:
+    """The trainer pod every backend runs: restricted security, no service-account token, the shared
+    volume, a bounded /dev/shm, the job's ConfigMap and the metrics port."""
     spec = experiment["spec"]
-    name = child_name(experiment["metadata"]["name"], job.hash, attempt)
-    gpus = job.processes_per_worker if _gpu_job(experiment, job) else 0
-    env = [{"name": "HF_HOME", "value": f"{WORKSPACE}/.cache/huggingface"},
-           {"name": "PYTHONUNBUFFERED", "value": "1"}]
+    variables = [{"name": "HF_HOME", "value": f"{WORKSPACE}/.cache/huggingface"},
+                 {"name": "PYTHONUNBUFFERED", "value": "1"},
+                 # Each attempt's log is kept on the volume (stilts logs reads it after the pod is gone).
+                 {"name": "STILTS_LOG_FILE", "value": f"{job_paths(experiment, job)[0]}/{TRAIN_LOG}"},
+                 {"name": "STILTS_ATTEMPT", "value": str(attempt)},
+                 *(env or [])]
     if spec.get("hfTokenSecret"):
-        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": spec["hfTokenSecret"],
-                                                                        "key": "HF_TOKEN"}}})
-    resources = {"limits": {"nvidia.com/gpu": str(gpus)}} if gpus else {}
+        variables.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": spec["hfTokenSecret"],
+                                                                             "key": "HF_TOKEN"}}})
+    procs = 1 if job.phase == "prefetch" else job.processes_per_worker
     container = {
-        "name": "pytorch",  # the training operator finds the trainer container by this name
+        "name": container_name,  # the backend's: its controller finds the trainer container by name
         "image": spec.get("image"),
         "command": ["torchrun", "-m", "stilts_trainer", "--job", f"{JOB_DIR}/job.json"],
-        "env": env,
+        "env": variables,
         "ports": [{"name": "metrics", "containerPort": TRAINER_METRICS_PORT}],
-        "resources": resources,
+        "resources": resources(experiment, job),
         "volumeMounts": [{"name": "workspace", "mountPath": WORKSPACE},
                          {"name": "dshm", "mountPath": "/dev/shm"},
                          {"name": "job", "mountPath": JOB_DIR, "readOnly": True}],
@@ -96,10 +156,10 @@ def _pod_template(experiment: dict, job: Job, attempt: int) -> dict:
     scheduling = spec.get("scheduling", {})
     pod = {
         "containers": [container],
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": RESTRICTED_POD,
+        "automountServiceAccountToken": False,  # trainers never call the API server
         "volumes": [{"name": "workspace", "persistentVolumeClaim": {"claimName": claim_name(experiment)}},
-                    {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+                    {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{SHM_GI_PER_PROCESS * procs}Gi"}},
                     {"name": "job", "configMap": {"name": name}}],
         "nodeSelector": scheduling.get("nodeSelector") or {},
         "tolerations": [{k: v for k, v in t.items() if v not in ("", None)}
@@ -107,41 +167,13 @@ def _pod_template(experiment: dict, job: Job, attempt: int) -> dict:
     }
     if scheduling.get("priorityClassName"):
         pod["priorityClassName"] = scheduling["priorityClassName"]
-    return {"metadata": {"labels": labels(experiment, job)}, "spec": pod}
-
-
-def _gpu_job(experiment: dict, job: Job) -> bool:
-    backbone = next((b for b in experiment["spec"]["backbones"] if b["name"] == job.backbone), {})
-    return backbone.get("gpusPerWorker", 8) > 0 and job.phase != "prefetch"
-
-
-def pytorchjob(experiment: dict, job: Job, attempt: int) -> dict:
-    template = _pod_template(experiment, job, attempt)
-    replicas = {"Master": {"replicas": 1, "restartPolicy": "Never", "template": template}}
-    if job.workers > 1:
-        replicas["Worker"] = {"replicas": job.workers - 1, "restartPolicy": "Never", "template": template}
-    return {
-        "apiVersion": "kubeflow.org/v1",
-        "kind": "PyTorchJob",
-        "metadata": {"name": child_name(experiment["metadata"]["name"], job.hash, attempt),
-                     "namespace": experiment["metadata"].get("namespace", "default"),
-                     "labels": labels(experiment, job),
-                     "annotations": {"stilts.dev/job": job.name, "stilts.dev/attempt": str(attempt)},
-                     "ownerReferences": [owner_reference(experiment)]},
-        "spec": {
-            # Retries are ours (counted in the experiment's status): the training operator's backoffLimit
-            # does not count failures under restartPolicy: Never.
-            "runPolicy": {"backoffLimit": 0, "cleanPodPolicy": "None"},
-            "nprocPerNode": str(job.processes_per_worker),
-            "pytorchReplicaSpecs": replicas,
-        },
-    }
+    return {"metadata": {"labels": labels(experiment, job, attempt)}, "spec": pod}
 
 
 def claim(experiment: dict) -> dict:
     storage = experiment["spec"].get("storage", {})
     meta = {"name": claim_name(experiment), "namespace": experiment["metadata"].get("namespace", "default"),
-            "labels": {LABEL_EXPERIMENT: experiment["metadata"]["name"]}}
+            "labels": experiment_labels(experiment)}
     if not storage.get("retainOnDelete", True):
         meta["ownerReferences"] = [owner_reference(experiment)]
     spec = {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": storage.get("size", "2Ti")}}}
@@ -149,3 +181,14 @@ def claim(experiment: dict) -> dict:
         spec["storageClassName"] = storage["storageClassName"]
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": spec}
 
+
+def store_names(stem: str) -> tuple[str, str]:
+    """The experiment's two ConfigMaps: per-job records, and results."""
+    return f"{stem}-jobs", f"{stem}-results"
+
+
+def store(experiment: dict, name: str, data: dict) -> dict:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": experiment["metadata"].get("namespace", "default"),
+                         "labels": experiment_labels(experiment), "ownerReferences": [owner_reference(experiment)]},
+            "data": data}

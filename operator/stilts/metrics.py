@@ -1,56 +1,98 @@
 """The operator's Prometheus metrics (prefix stilts_). Names are the contract with the Grafana
-dashboard; tests check every dashboard query against what is exported."""
+dashboard; tests check every dashboard query against what is exported.
+
+`Metrics` is owned by the operator's controller: it keeps only what the series of live experiments
+need, and `forget` drops an experiment's series when the experiment is gone.
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from stilts_contract.names import BASELINE
+
+from .reconcile import STATES, counts
 
 EXPERIMENTS = Gauge("stilts_experiments", "Experiments by phase", ["phase"])
 JOBS = Gauge("stilts_jobs", "Jobs of an experiment by state", ["experiment", "state"])
 JOB_SECONDS = Histogram("stilts_job_duration_seconds", "Wall time of succeeded jobs (creation to success)",
                         ["phase", "backbone"], buckets=(30, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400))
 RECONCILE_SECONDS = Histogram("stilts_reconcile_duration_seconds", "Time of one reconcile of one experiment",
-                              buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+                              buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.25, 0.5, 1, 2.5, 5, 10))
 RECONCILE_ERRORS = Counter("stilts_reconcile_errors_total", "Reconciles that raised")
 ACCURACY = Gauge("stilts_xnli_accuracy", "Zero-shot XNLI test accuracy",
                  ["experiment", "backbone", "intermediate_task", "seed", "language"])
 GAIN = Gauge("stilts_xnli_gain", "XNLI test accuracy minus the same backbone and seed's baseline",
              ["experiment", "backbone", "intermediate_task", "seed", "language"])
-
-_phases: dict[str, str] = {}
-_timed: set[tuple[str, str]] = set()
+ETA = Gauge("stilts_experiment_eta_seconds", "Estimated seconds until every job of the experiment is done, from "
+            "the mean duration of its finished jobs per phase", ["experiment"])
+PHASES = ("Pending", "Running", "Succeeded", "Failed")
 
 
 def serve(port: int) -> None:
     start_http_server(port)
 
 
-def record(experiment: str, status: dict, jobs) -> None:
-    _phases[experiment] = status.get("phase", "Pending")
-    counts = defaultdict(int, {p: 0 for p in ("Pending", "Running", "Succeeded", "Failed")})
-    counts.update({p: sum(1 for v in _phases.values() if v == p) for p in set(_phases.values())})
-    for phase, n in counts.items():
-        EXPERIMENTS.labels(phase).set(n)
-    for state, n in status.get("counts", {}).items():
-        JOBS.labels(experiment, state).set(n)
-    records = status.get("jobs", {})
+def results_table(jobs, results: dict) -> list[dict]:
+    """One row per (evaluate job, language) with a result: backbone, task, seed, language, accuracy."""
+    rows = []
     for job in jobs:
-        rec = records.get(job.hash, {})
-        key = (experiment, job.hash)
-        if rec.get("state") == "Succeeded" and key not in _timed and rec.get("startedAt") and rec.get("finishedAt"):
-            JOB_SECONDS.labels(job.phase, job.backbone).observe(rec["finishedAt"] - rec["startedAt"])
-            _timed.add(key)
-    baseline = {(r["backbone"], r["seed"], r["language"]): r["accuracy"]
-                for r in status.get("results", []) if r["intermediateTask"] == "none"}
-    for r in status.get("results", []):
-        labels = (experiment, r["backbone"], r["intermediateTask"], str(r["seed"]), r["language"])
-        ACCURACY.labels(*labels).set(r["accuracy"])
-        base = baseline.get((r["backbone"], r["seed"], r["language"]))
-        if base is not None and r["intermediateTask"] != "none":
-            GAIN.labels(*labels).set(r["accuracy"] - base)
+        summary = results.get(job.hash) or {}
+        if job.phase == "evaluate":
+            for language, accuracy in sorted((summary.get("test") or {}).items()):
+                rows.append({"backbone": job.backbone, "intermediateTask": job.intermediate_task or BASELINE,
+                             "seed": job.seed, "language": language, "accuracy": accuracy})
+    return rows
 
 
-def forget(experiment: str) -> None:
-    _phases.pop(experiment, None)
+class Metrics:
+    def __init__(self):
+        self.phases: dict[str, str] = {}        # experiment -> phase
+        self.timed: dict[str, set[str]] = {}    # experiment -> job hashes whose duration was observed
+        self.series: dict[str, set[tuple]] = {}  # experiment -> accuracy/gain label sets
+
+    def record(self, experiment: str, phase: str, jobs, records: dict, results: dict, eta: float | None) -> None:
+        self.phases[experiment] = phase
+        for p in PHASES:
+            EXPERIMENTS.labels(p).set(sum(1 for v in self.phases.values() if v == p))
+        for state, n in counts(records).items():
+            JOBS.labels(experiment, state).set(n)
+        timed = self.timed.setdefault(experiment, set())
+        for job in jobs:
+            rec = records.get(job.hash, {})
+            if rec.get("state") == "Succeeded" and job.hash not in timed and rec.get("created"):
+                JOB_SECONDS.labels(job.phase, job.backbone).observe(rec["since"] - rec["created"])
+                timed.add(job.hash)
+        rows = results_table(jobs, results)
+        baseline = {(r["backbone"], r["seed"], r["language"]): r["accuracy"] for r in rows
+                    if r["intermediateTask"] == BASELINE}
+        series = self.series.setdefault(experiment, set())
+        for r in rows:
+            labels = (experiment, r["backbone"], r["intermediateTask"], str(r["seed"]), r["language"])
+            ACCURACY.labels(*labels).set(r["accuracy"])
+            series.add(labels)
+            base = baseline.get((r["backbone"], r["seed"], r["language"]))
+            if base is not None and r["intermediateTask"] != BASELINE:
+                GAIN.labels(*labels).set(r["accuracy"] - base)
+        if eta is not None:
+            ETA.labels(experiment).set(eta)
+
+    def forget(self, experiment: str) -> None:
+        """The experiment is gone: its series go too."""
+        self.phases.pop(experiment, None)
+        self.timed.pop(experiment, None)
+        for p in PHASES:
+            EXPERIMENTS.labels(p).set(sum(1 for v in self.phases.values() if v == p))
+        for state in STATES:
+            _remove(JOBS, experiment, state)
+        for labels in self.series.pop(experiment, set()):
+            _remove(ACCURACY, *labels)
+            _remove(GAIN, *labels)
+        _remove(ETA, experiment)
+
+
+def _remove(metric, *labels) -> None:
+    try:
+        metric.remove(*labels)
+    except KeyError:
+        pass

@@ -1,210 +1,355 @@
-"""The kopf operator. Handlers are triggers; `reconcile_experiment` reads, decides (reconcile.py,
-pure), acts with the fewest API calls, and writes status.
+"""The kopf operator.
 
-Triggers: the experiment's create/update/resume, every event of a PyTorchJob it owns, a timer as a
-safety net (watch streams can go silent), and a one-shot timer for retry backoff.
+Handlers only trigger: every watch event of an experiment, of one of its children or of a trainer
+pod adds the experiment's key to a work queue (workqueue.py), and a resync thread adds every
+experiment periodically (watch streams can go silent). Workers run `Controller.reconcile`: read the
+experiment, its records and its children; decide (reconcile.py, pure); act with the fewest calls;
+write the records, then the status only when it changed.
+
+There are no kopf timers, daemons or create/update/delete handlers: those make kopf put finalizers
+or its own annotations on experiments. With event handlers only, deleting an experiment while the
+operator is down completes at once, and children go with it through owner references.
 """
 
 from __future__ import annotations
 
+import contextvars
+import json
 import logging
 import os
 import threading
 import time
-from collections import defaultdict
+from dataclasses import dataclass, field
 
 import kopf
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from . import manifests, metrics
-from .plan import plan
-from .reconcile import Observed, job_condition, reconcile
-from .spec import GROUP, PLURAL, VERSION, SpecError, parse_spec
+from . import backends, manifests, metrics
+from .manifests import LABEL_ATTEMPT, LABEL_EXPERIMENT, LABEL_HASH, LABEL_UID, RETRY_ANNOTATION
+from .plan import Job, plan
+from .reconcile import ACTIVE, Observed, Policy, reconcile
+from .spec import GROUP, PLURAL, VERSION, ExperimentSpec, SpecError, parse_spec
+from .status import changed, eta, invalid, summarize
+from .workqueue import WorkQueue
 
 log = logging.getLogger("stilts.operator")
 RESYNC_SECONDS = float(os.environ.get("STILTS_RESYNC_SECONDS", "30"))
-_locks: dict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
-# Termination messages of master pods, by (namespace, PyTorchJob): the training operator deletes a
-# failed pod, and with it the message that says why.
-_messages: dict[tuple[str, str], str] = {}
-_api: client.ApiClient | None = None
+BACKEND = backends.get(os.environ.get("STILTS_JOB_BACKEND", "pytorchjob"))
+NO_PODS_GRACE_SECONDS = 5  # a child without pods this long: look at its events for why (admission)
 
 
-def api() -> client.ApiClient:
-    global _api
-    if _api is None:
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
-        _api = client.ApiClient()
-    return _api
+def api_client() -> client.ApiClient:
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
 
 
 # -- handlers (triggers only) ------------------------------------------------------------------------
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_):
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     # Without these a watch can hang forever on a silent connection (kopf #585, #787).
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
-    settings.posting.enabled = False  # we post our own events, with reasons users can filter on
+    settings.posting.level = logging.WARNING  # kopf's own chatter; our events go through kopf.event
+    # Watch only what stilts made (server-side selection): not every pod of the cluster.
+    settings.watching.label_selectors["pods"] = LABEL_UID
+    settings.watching.label_selectors[BACKEND.group, BACKEND.plural] = LABEL_UID
     port = int(os.environ.get("STILTS_METRICS_PORT", "8080"))
     if port:
         metrics.serve(port)
+    namespaces = [n for n in os.environ.get("STILTS_NAMESPACES", "").split(",") if n]
+    memo.controller = Controller(api_client(), BACKEND, namespaces)
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-def on_experiment(name, namespace, **_):
-    reconcile_experiment(namespace, name)
+@kopf.on.cleanup()
+def cleanup(memo: kopf.Memo, **_):
+    memo.controller.stop()
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
-def resync(name, namespace, **_):
-    reconcile_experiment(namespace, name)
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def on_experiment(memo: kopf.Memo, namespace, name, **_):
+    memo.controller.add((namespace, name))
 
 
-@kopf.on.event("kubeflow.org", "v1", "pytorchjobs", labels={manifests.LABEL_EXPERIMENT: kopf.PRESENT})
-def on_child(labels, namespace, type, **_):
-    reconcile_experiment(namespace, labels[manifests.LABEL_EXPERIMENT])
+@kopf.on.event(BACKEND.group, BACKEND.version, BACKEND.plural, labels={LABEL_EXPERIMENT: kopf.PRESENT})
+def on_child(memo: kopf.Memo, namespace, labels, **_):
+    memo.controller.add((namespace, labels[LABEL_EXPERIMENT]))
 
 
-@kopf.on.event("", "v1", "pods", labels={manifests.LABEL_EXPERIMENT: kopf.PRESENT})
-def on_pod(body, namespace, labels, **_):
-    job = labels.get("training.kubeflow.org/job-name")
-    if not job or not body["metadata"]["name"].endswith("-master-0"):
-        return
-    for status in (body.get("status") or {}).get("containerStatuses") or []:
-        terminated = (status.get("state") or {}).get("terminated")
-        if status.get("name") == "pytorch" and terminated and terminated.get("message"):
-            _messages[(namespace, job)] = terminated["message"]
+@kopf.on.event("", "v1", "pods", labels={LABEL_EXPERIMENT: kopf.PRESENT})
+def on_pod(memo: kopf.Memo, namespace, labels, **_):
+    memo.controller.add((namespace, labels[LABEL_EXPERIMENT]))
 
 
-# -- the reconcile loop ------------------------------------------------------------------------------
+# -- the controller ----------------------------------------------------------------------------------
 
-def reconcile_experiment(namespace: str, name: str) -> None:
-    with _locks[(namespace, name)]:  # one reconcile per experiment at a time (several triggers race)
+@dataclass
+class Known:
+    """What the controller remembers of one live experiment between reconciles (dropped with it)."""
+    uid: str
+    generation: int = -1
+    spec: ExperimentSpec | None = None
+    jobs: list[Job] = field(default_factory=list)
+    started: bool = False          # claim ensured and results loaded (once per operator process)
+    results: dict = field(default_factory=dict)
+
+
+class Controller:
+    def __init__(self, api: client.ApiClient, backend: backends.Backend, namespaces: list[str],
+                 workers: int = 4, resync_seconds: float = RESYNC_SECONDS):
+        self.api, self.backend, self.namespaces = api, backend, namespaces
+        self.core, self.custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+        self.queue = WorkQueue(self.reconcile, workers)
+        self.known: dict[tuple[str, str], Known] = {}
+        self.metrics = metrics.Metrics()
+        self.resync_seconds = resync_seconds
+        self._stop = threading.Event()
+        self._started = threading.Lock()
+        self._running = False
+
+    def add(self, key: tuple[str, str]) -> None:
+        """A handler's trigger. The first one starts the workers in a copy of the handler's context,
+        where kopf's helpers (kopf.event) find their event loop; startup handlers do not have it yet."""
+        if not self._running:
+            with self._started:
+                if not self._running:
+                    self.start(contextvars.copy_context())
+        self.queue.add(key)
+
+    def start(self, context: contextvars.Context | None = None) -> "Controller":
+        self.queue.start(context)
+        threading.Thread(target=self._resync, name="resync", daemon=True).start()
+        self._running = True
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.queue.stop()
+
+    def _resync(self) -> None:
+        while not self._stop.wait(self.resync_seconds):
+            try:
+                for namespace in self.namespaces or [None]:
+                    items = (self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+                             if namespace else self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL))
+                    for item in items["items"]:
+                        self.queue.add((item["metadata"]["namespace"], item["metadata"]["name"]))
+            except Exception:  # noqa: BLE001 - the next round tries again
+                log.exception("resync failed")
+
+    # -- reading ---------------------------------------------------------------------------------------
+    @staticmethod
+    def _items(response) -> list[dict]:
+        """Items of a LIST read raw: parsing JSON is several times faster than building the client's models."""
+        return json.loads(response.data)["items"]
+
+    def _why_no_pods(self, namespace: str, child: str) -> tuple[str, str]:
+        """Pods refused at creation (admission, quota) leave only events on the child."""
+        events = self._items(self.core.list_namespaced_event(
+            namespace, field_selector=f"involvedObject.name={child},type=Warning", _preload_content=False))
+        if not events:
+            return "", ""
+        last = max(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+        return last.get("reason", "FailedCreate"), last.get("message", "")
+
+    def observe(self, namespace: str, stem: str, children: list[dict], pods: list[dict], now: float
+                ) -> dict[str, Observed]:
+        by_attempt: dict[tuple[str, str], list[dict]] = {}
+        for pod in pods:
+            labels = pod["metadata"].get("labels") or {}
+            by_attempt.setdefault((labels.get(LABEL_HASH), labels.get(LABEL_ATTEMPT)), []).append(pod)
+        observed = {}
+        for child in children:
+            meta = child["metadata"]
+            key = (meta["labels"].get(LABEL_HASH), meta["labels"].get(LABEL_ATTEMPT))
+            if meta.get("deletionTimestamp"):
+                observed[meta["name"]] = Observed("Terminating")
+                continue
+            seen = self.backend.observe(child, by_attempt.get(key, []))
+            if seen.state == "Pending" and not by_attempt.get(key) and not seen.reason and \
+                    now - _timestamp(meta.get("creationTimestamp")) > NO_PODS_GRACE_SECONDS:
+                seen.reason, seen.message = self._why_no_pods(namespace, meta["name"])
+            observed[meta["name"]] = seen
+        for (job_hash, attempt), _ in by_attempt.items():  # pods whose child is gone: still terminating
+            name = manifests.child_name(stem, job_hash or "", int(attempt or 0))
+            observed.setdefault(name, Observed("Terminating"))
+        return observed
+
+    # -- the reconcile -------------------------------------------------------------------------------
+    def reconcile(self, key: tuple[str, str]) -> float | None:
         started = time.perf_counter()
         try:
-            _reconcile(namespace, name)
+            return self._reconcile(*key)
+        except ApiException as err:
+            if err.status == 409:  # someone wrote first (records, status): look again from what is there
+                return 0.2
+            metrics.RECONCILE_ERRORS.inc()
+            log.error("reconcile %s/%s failed: %s %s", *key, err.status, err.reason)
+            return 5.0
         except Exception:
             metrics.RECONCILE_ERRORS.inc()
-            log.exception("reconcile %s/%s failed", namespace, name)
-            raise
+            log.exception("reconcile %s/%s failed", *key)
+            return 5.0
         finally:
             metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
 
-
-def _reconcile(namespace: str, name: str) -> None:
-    custom = client.CustomObjectsApi(api())
-    try:
-        experiment = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-    except ApiException as err:
-        if err.status == 404:
-            metrics.forget(name)
-            return
-        raise
-    if experiment["metadata"].get("deletionTimestamp"):
-        return
-    try:
-        spec = parse_spec(experiment["spec"], f"{namespace}/{name}")
-    except SpecError as err:  # the CRD refuses most of this; what is left is reported, not retried
-        _patch_status(custom, namespace, name, {"phase": "Failed", "conditions": [
-            {"type": "Ready", "status": "False", "reason": "InvalidSpec", "message": str(err)}]})
-        return
-    jobs = plan(spec)
-    if not experiment["spec"].get("storage", {}).get("claimName"):
-        _create(lambda: client.CoreV1Api(api()).create_namespaced_persistent_volume_claim(
-            namespace, manifests.claim(experiment)))
-    records = (experiment.get("status") or {}).get("jobs") or {}
-    running = {manifests.child_name(name, h, r["attempts"]) for h, r in records.items() if r.get("state") == "Running"}
-    observed = _observe(namespace, name, running)
-    decision = reconcile(name, experiment["spec"], jobs, observed, experiment.get("status") or {}, time.time(),
-                         experiment["metadata"].get("generation", 0))
-    core = client.CoreV1Api(api())
-    for child in decision.delete:  # a failed attempt is removed before the next starts
+    def _reconcile(self, namespace: str, name: str) -> float | None:
         try:
-            custom.delete_namespaced_custom_object("kubeflow.org", "v1", namespace, "pytorchjobs", child,
-                                                   propagation_policy="Background")
+            experiment = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except ApiException as err:
+            if err.status == 404:
+                self.known.pop((namespace, name), None)
+                self.metrics.forget(name)
+                return None
+            raise
+        meta = experiment["metadata"]
+        if meta.get("deletionTimestamp"):
+            return None
+        now = time.time()
+        previous = experiment.get("status") or {}
+        generation = meta.get("generation", 0)
+        known = self.known.get((namespace, name))
+        if known is None or known.uid != meta["uid"]:
+            known = self.known[(namespace, name)] = Known(meta["uid"])
+        if known.generation != generation:  # plan once per generation: hashing thousands of jobs takes time
+            try:
+                known.spec = parse_spec(experiment["spec"], f"{namespace}/{name}")
+                known.jobs = plan(known.spec)
+            except SpecError as err:  # the CRD refuses most of this; what is left is reported, not retried
+                status = invalid(str(err), previous, generation, now)
+                if changed(previous, status):
+                    self._patch_status(namespace, name, status)
+                    kopf.event(experiment, type="Warning", reason="InvalidSpec", message=str(err)[:1000])
+                known.generation = -1
+                return None
+            known.generation = generation
+        spec, jobs = known.spec, known.jobs
+        stem = manifests.prefix(experiment, self.backend.max_name)
+        jobs_store, results_store = manifests.store_names(stem)
+        if not known.started:  # not at every reconcile: once per experiment and operator process
+            if not spec.storage.claim_name:
+                self._create(experiment, lambda: self.core.create_namespaced_persistent_volume_claim(
+                    namespace, manifests.claim(experiment)))
+            known.results = self._read_store(namespace, results_store)[0]
+            known.started = True
+
+        records, rearmed_at, version = self._read_records(namespace, jobs_store)
+        retry = (meta.get("annotations") or {}).get(RETRY_ANNOTATION, "")
+        needs_pods = any(r["state"] in ACTIVE + ("Backoff",) for r in records.values()) or not records
+        b, selector = self.backend, f"{LABEL_UID}={meta['uid']}"
+        children = self.custom.list_namespaced_custom_object(b.group, b.version, namespace, b.plural,
+                                                             label_selector=selector)["items"]
+        pods = self._items(self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)) \
+            if needs_pods else []
+        observed = self.observe(namespace, stem, children, pods, now)
+        d = reconcile(jobs, records, observed, now, Policy.of(spec),
+                      lambda h, a: manifests.child_name(stem, h, a), rearm=bool(retry) and retry != rearmed_at)
+
+        # The intent is written first: a crash after this point re-creates (409, adopted) rather than forgets.
+        if d.records != records or retry != rearmed_at:
+            self._write_records(experiment, jobs_store, d.records, retry, version)
+        if d.results:
+            known.results.update(d.results)
+            self._merge_store(experiment, results_store, {h: json.dumps(r, separators=(",", ":"), sort_keys=True)
+                                                          for h, r in d.results.items()})
+        for child in d.delete:
+            self._delete_child(namespace, child)
+        for job, attempt in d.create:
+            child = manifests.child_name(stem, job.hash, attempt)
+            template = manifests.pod_template(experiment, job, attempt, child, self.backend.container)
+            self._create(experiment, lambda: self.core.create_namespaced_config_map(
+                namespace, manifests.config_map(experiment, job, attempt, child)))
+            body = self.backend.manifest(experiment, job, attempt, child, template,
+                                         manifests.metadata(experiment, child, job, attempt))
+            self._create(experiment, lambda: self.custom.create_namespaced_custom_object(
+                b.group, b.version, namespace, b.plural, body), kind=b.plural, name=child)
+
+        status = summarize(jobs, d.records, previous, generation, now)
+        status.update(jobsConfigMap=jobs_store, resultsConfigMap=results_store)
+        if changed(previous, status):
+            self._patch_status(namespace, name, status)
+        for kind, reason, message in d.events:
+            kopf.event(experiment, type=kind, reason=reason, message=message[:1000])
+        self.metrics.record(name, status["phase"], jobs, d.records, known.results,
+                            eta(jobs, d.records, spec.max_concurrent_jobs))
+        return d.requeue_after
+
+    # -- writing -------------------------------------------------------------------------------------
+    def _create(self, experiment: dict, call, kind: str = "", name: str = "") -> None:
+        """Create; an existing object of ours (same deterministic name, same owner) is adopted."""
+        try:
+            call()
+        except ApiException as err:
+            if err.status != 409:
+                raise
+            if kind:
+                b = self.backend
+                existing = self.custom.get_namespaced_custom_object(b.group, b.version,
+                                                                    experiment["metadata"]["namespace"], b.plural, name)
+                owners = {o.get("uid") for o in existing["metadata"].get("ownerReferences") or []}
+                if experiment["metadata"]["uid"] not in owners:
+                    raise RuntimeError(f"{kind}/{name} exists and belongs to another object; not adopting it")
+
+    def _delete_child(self, namespace: str, name: str) -> None:
+        """Foreground: the child stays until its pods are gone, so the next attempt cannot overlap it."""
+        b = self.backend
+        try:
+            self.custom.delete_namespaced_custom_object(b.group, b.version, namespace, b.plural, name,
+                                                        propagation_policy="Foreground")
         except ApiException as err:
             if err.status != 404:
                 raise
-        _messages.pop((namespace, child), None)
-    for job, attempt in decision.create:
-        _create(lambda: core.create_namespaced_config_map(namespace, manifests.config_map(experiment, job, attempt)))
-        _create(lambda: custom.create_namespaced_custom_object("kubeflow.org", "v1", namespace, "pytorchjobs",
-                                                               manifests.pytorchjob(experiment, job, attempt)))
-    _patch_status(custom, namespace, name, decision.status)
-    for kind, reason, message in decision.events:
-        _event(core, experiment, kind, reason, message)
-    metrics.record(name, decision.status, jobs)
-    if decision.requeue_after is not None:
-        timer = threading.Timer(decision.requeue_after + 0.1, reconcile_experiment, (namespace, name))
-        timer.daemon = True
-        timer.start()
 
-
-def _observe(namespace: str, name: str, running: set[str]) -> dict[str, Observed]:
-    """Children and their conditions; pods are read only for children that just finished."""
-    custom = client.CustomObjectsApi(api())
-    children = custom.list_namespaced_custom_object("kubeflow.org", "v1", namespace, "pytorchjobs",
-                                                    label_selector=f"{manifests.LABEL_EXPERIMENT}={name}")["items"]
-    observed = {}
-    for child in children:
-        condition, message = job_condition(child)
-        termination = ""
-        if child["metadata"]["name"] not in running:
-            pass
-        elif condition == "Succeeded":
-            termination = _termination_message(namespace, child["metadata"]["name"])
-        elif condition == "Failed":
-            message = _termination_message(namespace, child["metadata"]["name"]) or message
-        observed[child["metadata"]["name"]] = Observed(child["metadata"]["name"], condition, message, termination)
-    return observed
-
-
-def _termination_message(namespace: str, job_name: str) -> str:
-    """The master pod's termination message: the trainer's summary, or its last log lines on failure."""
-    try:
-        pod = client.CoreV1Api(api()).read_namespaced_pod(f"{job_name}-master-0", namespace)
-        for status in pod.status.container_statuses or []:
-            if status.name == "pytorch" and status.state and status.state.terminated:
-                if status.state.terminated.message:
-                    return status.state.terminated.message
-    except ApiException:
-        pass
-    return _messages.get((namespace, job_name), "")
-
-
-def _create(call) -> None:
-    """Create; an existing object of ours (same deterministic name) is adopted, never duplicated."""
-    try:
-        call()
-    except ApiException as err:
-        if err.status != 409:
+    def _read_store(self, namespace: str, name: str) -> tuple[dict, dict, str | None]:
+        """(data parsed as JSON, annotations, resourceVersion) of one of the experiment's ConfigMaps."""
+        try:
+            cm = self.core.read_namespaced_config_map(name, namespace)
+        except ApiException as err:
+            if err.status == 404:
+                return {}, {}, None
             raise
+        data = {k: json.loads(v) for k, v in (cm.data or {}).items()}
+        return data, cm.metadata.annotations or {}, cm.metadata.resource_version
+
+    def _read_records(self, namespace: str, name: str) -> tuple[dict, str, str | None]:
+        data, annotations, version = self._read_store(namespace, name)
+        return data.get("records", {}), annotations.get(RETRY_ANNOTATION, ""), version
+
+    def _write_records(self, experiment: dict, name: str, records: dict, retry: str, version: str | None) -> None:
+        body = manifests.store(experiment, name, {"records": json.dumps(records, separators=(",", ":"),
+                                                                        sort_keys=True)})
+        body["metadata"]["annotations"] = {RETRY_ANNOTATION: retry}
+        namespace = experiment["metadata"]["namespace"]
+        if version is None:
+            self.core.create_namespaced_config_map(namespace, body)
+        else:  # optimistic concurrency: a stale read gets 409 and the reconcile starts over
+            body["metadata"]["resourceVersion"] = version
+            self.core.replace_namespaced_config_map(name, namespace, body)
+
+    def _merge_store(self, experiment: dict, name: str, data: dict) -> None:
+        namespace = experiment["metadata"]["namespace"]
+        try:
+            self.core.patch_namespaced_config_map(name, namespace, {"data": data})
+        except ApiException as err:
+            if err.status != 404:
+                raise
+            self.core.create_namespaced_config_map(namespace, manifests.store(experiment, name, data))
+
+    def _patch_status(self, namespace: str, name: str, status: dict) -> None:
+        self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, {"status": status})
 
 
-def _patch_status(custom, namespace: str, name: str, status: dict) -> None:
-    custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, {"status": status})
+def _timestamp(value: str | None) -> float:
+    if not value:
+        return time.time()
+    import calendar
 
-
-def _event(core, experiment: dict, kind: str, reason: str, message: str) -> None:
-    meta = experiment["metadata"]
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    body = {"metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {"apiVersion": experiment["apiVersion"], "kind": experiment["kind"],
-                               "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
-            "type": kind, "reason": reason, "message": message[:1000], "source": {"component": "stilts-operator"},
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1}
-    try:
-        core.create_namespaced_event(meta["namespace"], body)
-    except ApiException as err:  # events are best effort
-        log.warning("could not post event %s: %s", reason, err.reason)
+    return calendar.timegm(time.strptime(value, "%Y-%m-%dT%H:%M:%SZ"))
 
 
 def run(namespaces: list[str], standalone: bool = True, peering: str | None = None) -> None:
@@ -214,5 +359,8 @@ def run(namespaces: list[str], standalone: bool = True, peering: str | None = No
     level = os.environ.get("STILTS_LOG_LEVEL", "INFO").upper()
     kopf.configure(verbose=level == "DEBUG")
     logging.getLogger().setLevel(level)
+    if level != "DEBUG":  # one line per watch event ("Handler 'on_pod' succeeded") is noise at INFO
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    os.environ["STILTS_NAMESPACES"] = ",".join(namespaces)
     kopf.run(clusterwide=not namespaces, namespaces=namespaces, standalone=standalone, peering_name=peering,
              liveness_endpoint=liveness)

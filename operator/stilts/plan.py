@@ -14,11 +14,11 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from .spec import (LOCAL_DATA_TASKS, MULTITASK, SPAN_TASKS, TINY_MODELS, Backbone, ExperimentSpec, MoE,
-                   PhaseTraining)
+from stilts_contract import tasks
+from stilts_contract.names import BASELINE as NONE, PHASES, TINY_MODELS
+from stilts_contract.job import Hyperparameters, applicable
 
-NONE = "none"  # the baseline's intermediate task
-PHASE_ORDER = ("prefetch", "pretrain", "intermediate", "target", "evaluate")
+from .spec import Backbone, ExperimentSpec, PhaseTraining
 
 
 @dataclass(frozen=True)
@@ -50,23 +50,20 @@ def content_hash(inputs: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-# Settings only some tasks read; other jobs leave them out, so changing them reruns only those jobs.
-TASK_SETTINGS = {"docStride": SPAN_TASKS, "multitaskTemperature": (MULTITASK,), "multitaskCap": (MULTITASK,)}
-
-
-def _hyper(p: PhaseTraining, task: str = "", **override) -> dict:
-    out = p.model_dump(by_alias=True, mode="json")
-    for key, readers in TASK_SETTINGS.items():
-        if key in out and task not in readers:
-            del out[key]
-    out.update(override)
-    return out
+def _hyper(p: PhaseTraining, phase: str, task: str = "", **override) -> dict:
+    """A phase's hyperparameters as the trainer reads them: the spec's, completed with the contract's
+    defaults for what the spec does not expose. Settings only some tasks or phases read are left out of
+    other jobs, so changing them reruns only the jobs that read them."""
+    wanted = {f.removeprefix("hyperparameters.") for f in applicable(phase, task, "dense", False)
+              if f.startswith("hyperparameters.")}
+    full = Hyperparameters(**{**p.model_dump(), **override}).model_dump(by_alias=True, mode="json")
+    return {k: v for k, v in full.items() if k in wanted}
 
 
 def _backbone_body(b: Backbone) -> dict:
     body = {"name": b.name, "model": b.model, "architecture": b.architecture}
-    if b.architecture == "moe":
-        body["moe"] = (b.moe or MoE()).model_dump(by_alias=True, mode="json")
+    if b.moe_settings:
+        body["moe"] = b.moe_settings.model_dump(by_alias=True, mode="json")
     return body
 
 
@@ -100,9 +97,9 @@ class Planner:
         return {"backbone": _backbone_body(backbone), "dataSource": self.spec.data_source,
                 "mirror": self.spec.mirror, "deepspeed": self.spec.deepspeed.model_dump(by_alias=True, mode="json")}
 
-    def local_data(self, tasks: list[str]) -> dict:
+    def local_data(self, names: list[str]) -> dict:
         """dataDir, for the jobs that read local files only (other jobs' hashes stay as they were)."""
-        return {"dataDir": self.spec.data_dir} if set(tasks) & set(LOCAL_DATA_TASKS) else {}
+        return {"dataDir": self.spec.data_dir} if any(tasks.local_members(t) for t in names) else {}
 
     def plan(self) -> list[Job]:
         spec = self.spec
@@ -110,8 +107,7 @@ class Planner:
             self._plan_prefetch()
         for backbone in spec.backbones:
             root = self._plan_backbone_root(backbone)
-            tasks = ([NONE] if spec.baseline else []) + list(spec.intermediate_tasks)
-            for task in tasks:
+            for task in ([NONE] if spec.baseline else []) + list(spec.intermediate_tasks):
                 for seed in spec.seeds:
                     self._plan_run(backbone, root, task, seed)
         return topological(list(self.jobs.values()))
@@ -119,10 +115,10 @@ class Planner:
     def _plan_prefetch(self) -> None:
         spec = self.spec
         models = sorted({b.model for b in spec.backbones})
-        tasks = sorted(set(spec.intermediate_tasks) | {spec.target.train_task, spec.target.task})
+        names = sorted(set(spec.intermediate_tasks) | {spec.target.train_task, spec.target.task})
         anchor = spec.backbones[0]
-        body = {"phase": "prefetch", **self.common(anchor), "prefetch": {"models": models, "tasks": tasks},
-                **self.local_data(tasks)}
+        body = {"phase": "prefetch", **self.common(anchor), "prefetch": {"models": models, "tasks": names},
+                **self.local_data(names)}
         # One CPU process is enough to download.
         self.prefetch = self.add("prefetch", anchor, body, None, world=(1, 1))
 
@@ -135,12 +131,12 @@ class Planner:
             dense = Backbone(name=backbone.name, model=backbone.model, workers=backbone.workers,
                              gpus_per_worker=backbone.gpus_per_worker)
             body = {"phase": "pretrain", **self.common(dense), "seed": 0,
-                    "hyperparameters": _hyper(spec.training.pretrain)}
+                    "hyperparameters": _hyper(spec.training.pretrain, "pretrain")}
             root = self.add("pretrain", dense, body, None)
-        if backbone.architecture == "moe" and (backbone.moe or MoE()).upcycle_steps > 0:
-            moe = backbone.moe or MoE()
+        moe = backbone.moe_settings
+        if moe and moe.upcycle_steps > 0:
             body = {"phase": "pretrain", **self.common(backbone), "seed": 0,
-                    "hyperparameters": _hyper(spec.training.pretrain, maxSteps=moe.upcycle_steps)}
+                    "hyperparameters": _hyper(spec.training.pretrain, "pretrain", max_steps=moe.upcycle_steps)}
             root = self.add("pretrain", backbone, body, root)
         return root
 
@@ -149,15 +145,16 @@ class Planner:
         parent = root
         if task != NONE:
             body = {"phase": "intermediate", "task": task, **self.common(backbone), "seed": seed,
-                    "hyperparameters": _hyper(spec.training.intermediate, task), **self.local_data([task])}
+                    "hyperparameters": _hyper(spec.training.intermediate, "intermediate", task),
+                    **self.local_data([task])}
             parent = self.add("intermediate", backbone, body, parent, run_task=task, seed=seed)
         body = {"phase": "target", "task": spec.target.train_task, **self.common(backbone), "seed": seed,
-                "hyperparameters": _hyper(spec.training.target)}
+                "hyperparameters": _hyper(spec.training.target, "target", spec.target.train_task)}
         parent = self.add("target", backbone, body, parent, run_task=task, seed=seed)
         target = spec.training.target
         body = {"phase": "evaluate", "task": spec.target.task, "languages": list(spec.target.languages),
                 **self.common(backbone), "seed": seed,
-                "hyperparameters": _hyper(target)}
+                "hyperparameters": _hyper(target, "evaluate", spec.target.task)}
         self.add("evaluate", backbone, body, parent, run_task=task, seed=seed)
 
 
@@ -176,7 +173,7 @@ def topological(jobs: list[Job]) -> list[Job]:
             depth[h] = 1 + max((level(d) for d in deps), default=-1)
         return depth[h]
 
-    return sorted(jobs, key=lambda j: (level(j.hash), PHASE_ORDER.index(j.phase), j.name, j.hash))
+    return sorted(jobs, key=lambda j: (level(j.hash), PHASES.index(j.phase), j.name, j.hash))
 
 
 def job_json(job: Job, output: str, parent_dir: str | None, *, experiment: str, metrics_port: int = 0,

@@ -1,181 +1,206 @@
-"""The operator's decisions, as a pure function: (planned jobs, observed PyTorchJobs, recorded
-status, now) -> (children to create, new status, events, when to look again).
+"""The scheduler: one pure function that both executors drive.
 
-Level-triggered: every call starts from what is observed and recorded, so replaying it is harmless.
-The experiment's status is the record: per job hash its state and attempt count. A child removed
+    (planned jobs, job records, observed children, now, policy) -> what to create, what to delete,
+                                                                  the new records, events, results
+
+The cluster operator observes its children through a job backend (backends/); the local executor
+observes processes and COMPLETE markers. Both call `reconcile`, so readiness, the concurrency
+bound, retries with backoff, permanent failures, the start deadline, fencing and blocking behave the
+same everywhere.
+
+Level-triggered: every call starts from what is observed and what the records say, so replaying it
+is harmless. The records are the memory: per job hash its state and attempt count. A child removed
 after success (TTL, a person) does not make a finished job run again, and the attempt counter
-survives operator restarts (the training operator's own backoffLimit does not count failures
-under restartPolicy: Never).
+survives restarts of the operator.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
+from typing import Callable
 
-from .manifests import child_name
-from .plan import NONE, Job
+from stilts_contract import summary as summaries
 
-TERMINAL = ("Succeeded", "Failed")
+from .plan import Job
+
+# A job's states. ACTIVE ones have a child (PyTorchJob, TrainJob or process) that counts against
+# maxConcurrentJobs; Queued is a child that a queue (Kueue) holds suspended.
+STATES = ("Pending", "Queued", "Starting", "Running", "Backoff", "Succeeded", "Failed", "Blocked")
+ACTIVE = ("Queued", "Starting", "Running")
+TERMINAL = ("Succeeded", "Failed", "Blocked")
+FENCE_POLL_SECONDS = 2.0  # how soon to look again while a failed attempt's pods are still going away
+
+
+@dataclass(frozen=True)
+class Policy:
+    max_active: int
+    retry_limit: int
+    backoff_seconds: float
+    start_deadline_seconds: float = 0  # 0: wait for ever
+
+    @classmethod
+    def of(cls, spec, max_active: int | None = None) -> "Policy":
+        """From an ExperimentSpec; `max_active` lowers the bound (the local executor's --parallel)."""
+        bound = spec.max_concurrent_jobs if max_active is None else min(max_active, spec.max_concurrent_jobs)
+        return cls(bound, spec.retries.limit, spec.retries.backoff_seconds, spec.start_deadline_seconds)
 
 
 @dataclass
 class Observed:
-    """What the operator saw of one child PyTorchJob."""
-    name: str
-    condition: str            # Created | Running | Restarting | Succeeded | Failed | "" (no condition yet)
-    message: str = ""
-    termination_message: str = ""   # the master pod's, when the job succeeded
+    """One child as an executor saw it, in the words of every backend.
+
+    state: Pending (created, not running yet), Queued (suspended by a queue), Running, Succeeded,
+    Failed, or Terminating (deleted, but pods of it are still there: the next attempt must wait)."""
+    state: str
+    permanent: bool = False   # a failure that retrying cannot fix (the trainer's exit 2)
+    reason: str = ""          # one CamelCase word: BadInput, Unschedulable, ImagePullBackOff, ...
+    message: str = ""         # why it failed, or why it waits
+    summary: str = ""         # what the job left when it succeeded (COMPLETE / termination message)
 
 
 @dataclass
 class Decision:
     create: list[tuple[Job, int]] = field(default_factory=list)   # (job, attempt)
-    delete: list[str] = field(default_factory=list)   # failed children: their pods must not run again
-    status: dict = field(default_factory=dict)
+    delete: list[str] = field(default_factory=list)               # children whose pods must not run again
+    records: dict = field(default_factory=dict)
+    results: dict = field(default_factory=dict)                   # job hash -> compact summary, new ones
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
     requeue_after: float | None = None
 
 
-def job_condition(pytorchjob: dict) -> tuple[str, str]:
-    """The latest true condition of a PyTorchJob and its message (watch conditions, not one pod)."""
-    conditions = [c for c in (pytorchjob.get("status") or {}).get("conditions") or [] if c.get("status") == "True"]
-    for kind in ("Failed", "Succeeded", "Restarting", "Running", "Created"):
-        for c in conditions:
-            if c.get("type") == kind:
-                return kind, c.get("message", "")
-    return "", ""
+def backoff_delay(policy: Policy, attempts: int) -> float:
+    return policy.backoff_seconds * 2 ** (attempts - 1)
 
 
-def reconcile(name: str, spec: dict, jobs: list[Job], observed: dict[str, Observed], status: dict,
-              now: float, generation: int = 0) -> Decision:
-    retries = spec.get("retries", {})
-    limit, backoff = retries.get("limit", 3), retries.get("backoffSeconds", 60)
-    max_running = spec.get("maxConcurrentJobs", 8)
-    old = status.get("jobs") or {}
-    records = {j.hash: dict(old.get(j.hash) or {"state": "Pending", "attempts": 0}) for j in jobs}
-    decision = Decision()
-    by_hash = {j.hash: j for j in jobs}
+def reconcile(jobs: list[Job], records: dict, observed: dict[str, Observed], now: float, policy: Policy,
+              child_name: Callable[[str, int], str], rearm: bool = False) -> Decision:
+    """Move every job's record forward from what is observed, then start what is ready."""
+    d = Decision()
+    # Records of jobs the plan no longer has (an edited spec) are dropped: the status stays bounded.
+    recs = {j.hash: dict(records.get(j.hash) or {"state": "Pending", "attempts": 0}) for j in jobs}
+    waits: list[float] = []
+    if rearm:
+        for job in jobs:
+            if recs[job.hash]["state"] in ("Failed", "Blocked"):
+                recs[job.hash] = {"state": "Pending", "attempts": 0}
+                d.events.append(("Normal", "JobRearmed", f"{job.name}: re-armed by a retry request"))
 
-    # 1. Observe: move each job's record forward from its current child.
-    for job in jobs:
-        rec = records[job.hash]
-        rec.setdefault("name", job.name)
-        if rec["state"] != "Running":  # only a running attempt has news; a failure is counted once
-            continue
-        child = observed.get(child_name(name, job.hash, rec["attempts"]))
-        if child is None:
-            if rec["state"] == "Running":  # created, then lost (deleted by hand): create it again
-                rec["state"] = "Pending"
-                rec["attempts"] -= 1
-            continue
-        if child.condition == "Succeeded":
-            rec.update(state="Succeeded", finishedAt=now, message="")
-            if child.termination_message:
-                rec["summary"] = _compact(child.termination_message)
-            decision.events.append(("Normal", "JobSucceeded", f"{job.name} ({child.name}) succeeded"))
-        elif child.condition == "Failed":
-            decision.delete.append(child.name)
-            if rec["attempts"] <= limit:
-                delay = backoff * 2 ** (rec["attempts"] - 1)
-                rec.update(state="Backoff", retryAfter=now + delay, message=child.message[:300])
-                decision.events.append(("Warning", "JobRetrying", f"{job.name} failed (attempt {rec['attempts']}), "
-                                        f"retrying in {delay}s: {child.message[:200]}"))
-            else:
-                rec.update(state="Failed", finishedAt=now, message=child.message[:300])
-                decision.events.append(("Warning", "JobFailed", f"{job.name} failed after {rec['attempts']} "
-                                        f"attempts: {child.message[:200]}"))
+    def move(rec: dict, state: str, **extra) -> None:
+        if rec["state"] != state:
+            rec["since"] = now
+        for key in ("reason", "message", "retryAfter"):
+            rec.pop(key, None)
+        rec.update(state=state, **{k: v for k, v in extra.items() if v not in ("", None)})
+
+    def fail_attempt(job: Job, rec: dict, name: str, child: Observed, reason: str, message: str) -> None:
+        d.delete.append(name)
+        message = message[:500]
+        if child.permanent or rec["attempts"] > policy.retry_limit:
+            move(rec, "Failed", reason=reason, message=message)
+            why = "a permanent failure, not retried" if child.permanent else f"after {rec['attempts']} attempts"
+            d.events.append(("Warning", "JobFailed", f"{job.name} failed, {why}: {reason}: {message}"))
         else:
-            rec["state"] = "Running"
+            delay = backoff_delay(policy, rec["attempts"])
+            move(rec, "Backoff", reason=reason, message=message, retryAfter=now + delay)
+            d.events.append(("Warning", "JobRetrying", f"{job.name} attempt {rec['attempts']} failed, retrying in "
+                                                       f"{delay:g}s: {reason}: {message}"))
 
-    # 2. Failure spreads to descendants; they will never be ready.
+    # 1. Observe: move each active job's record forward from its child.
+    for job in jobs:
+        rec = recs[job.hash]
+        if rec["state"] not in ACTIVE:
+            continue
+        name = child_name(job.hash, rec["attempts"])
+        child = observed.get(name)
+        if child is not None and child.state == "Terminating":  # deleted by someone: wait until it is gone
+            waits.append(FENCE_POLL_SECONDS)
+        elif child is None:  # created, then lost: create it again, same name
+            move(rec, "Pending")
+            rec["attempts"] -= 1
+            d.events.append(("Warning", "JobLost", f"{job.name}: its child {name} disappeared; creating it again"))
+        elif child.state == "Succeeded":
+            try:
+                summary = summaries.parse(child.summary, job.hash)
+            except summaries.SummaryError as err:
+                fail_attempt(job, rec, name, child, "InvalidSummary", str(err))
+                continue
+            move(rec, "Succeeded")
+            d.results[job.hash] = summary.compact()
+            d.events.append(("Normal", "JobSucceeded", f"{job.name} ({name}) succeeded"))
+        elif child.state == "Failed":
+            fail_attempt(job, rec, name, child, child.reason or ("BadInput" if child.permanent else "Failed"),
+                         child.message)
+        elif child.state == "Queued":
+            move(rec, "Queued", reason=child.reason, message=child.message)
+        elif child.state == "Running":
+            move(rec, "Running")
+        else:  # Pending: created, its pods not running yet; the start deadline counts from here
+            move(rec, "Starting", reason=child.reason, message=child.message)
+            deadline = policy.start_deadline_seconds
+            if deadline and now - rec["since"] >= deadline:
+                why = f"{child.reason}: {child.message}" if child.reason else "its pods never ran"
+                fail_attempt(job, rec, name, child, "StartDeadlineExceeded",
+                             f"did not start within {deadline:g}s ({why})")
+            elif deadline:
+                waits.append(rec["since"] + deadline - now)
+
+    # 2. Failure spreads to descendants: they can never be ready.
     changed = True
     while changed:
         changed = False
         for job in jobs:
-            rec = records[job.hash]
+            rec = recs[job.hash]
             if rec["state"] in ("Pending", "Backoff") and any(
-                    records[d]["state"] in ("Failed", "Blocked") for d in job.depends_on):
-                rec.update(state="Blocked", message="a parent job failed")
+                    recs[p]["state"] in ("Failed", "Blocked") for p in job.depends_on):
+                move(rec, "Blocked", reason="ParentFailed", message="a job it depends on failed")
                 changed = True
 
-    # 3. Act: start ready jobs, up to the concurrency bound across the experiment.
-    running = sum(1 for r in records.values() if r["state"] == "Running")
-    waits = []
+    # 3. Act: start ready jobs, parents first, up to the concurrency bound.
+    active = sum(1 for r in recs.values() if r["state"] in ACTIVE)
     for job in jobs:
-        rec = records[job.hash]
+        rec = recs[job.hash]
         if rec["state"] == "Backoff":
             if rec["retryAfter"] > now:
                 waits.append(rec["retryAfter"] - now)
                 continue
+            previous = child_name(job.hash, rec["attempts"])
+            if previous in observed:  # fencing: the failed attempt's pods must be gone first
+                d.delete.append(previous)
+                waits.append(FENCE_POLL_SECONDS)
+                continue
         elif rec["state"] != "Pending":
             continue
-        if not all(records[d]["state"] == "Succeeded" for d in job.depends_on):
+        if not all(recs[p]["state"] == "Succeeded" for p in job.depends_on):
             continue
-        if running >= max_running:
+        if active >= policy.max_active:
             break
         rec["attempts"] += 1
-        rec.update(state="Running", startedAt=rec.get("startedAt", now))
-        rec.pop("retryAfter", None)
-        decision.create.append((job, rec["attempts"]))
-        running += 1
-        decision.events.append(("Normal", "JobCreated", f"{job.name} attempt {rec['attempts']} "
-                                f"({child_name(name, job.hash, rec['attempts'])})"))
-    decision.requeue_after = min(waits) if waits else None
-    decision.status = _status(jobs, records, by_hash, generation)
-    return decision
+        move(rec, "Starting")
+        rec["created"] = now
+        d.create.append((job, rec["attempts"]))
+        active += 1
+        d.events.append(("Normal", "JobCreated", f"{job.name} attempt {rec['attempts']} "
+                                                 f"({child_name(job.hash, rec['attempts'])})"))
+    d.requeue_after = max(0.0, min(waits)) if waits else None
+    d.delete = list(dict.fromkeys(d.delete))
+    d.records = recs
+    return d
 
 
-def _compact(message: str) -> dict:
-    try:
-        data = json.loads(message)
-    except json.JSONDecodeError:
-        return {"raw": message[:200]}
-    return {k: data[k] for k in ("test", "average", "devScore", "steps", "seconds") if k in data}
-
-
-def _status(jobs: list[Job], records: dict, by_hash: dict, generation: int) -> dict:
-    counts = {s: 0 for s in ("Pending", "Running", "Backoff", "Succeeded", "Failed", "Blocked")}
+def counts(records: dict) -> dict[str, int]:
+    out = dict.fromkeys(STATES, 0)
     for rec in records.values():
-        counts[rec["state"]] += 1
-    total = len(jobs)
-    if counts["Succeeded"] == total:
-        phase = "Succeeded"
-    elif not (counts["Running"] or counts["Backoff"] or counts["Pending"]):
-        phase = "Failed"  # nothing left to run, and not everything succeeded
-    elif counts["Pending"] == total:
-        phase = "Pending"
-    else:
-        phase = "Running"
-    runs = {}
-    for job in jobs:  # one entry per run: its current phase
-        if job.seed is None:
-            continue
-        key = f"{job.backbone}/{job.intermediate_task}/{job.seed}"
-        rec = records[job.hash]
-        run = runs.setdefault(key, {"backbone": job.backbone, "intermediateTask": job.intermediate_task,
-                                    "seed": job.seed, "phase": job.phase, "state": "Succeeded"})
-        if rec["state"] != "Succeeded" and run["state"] == "Succeeded":
-            run.update(phase=job.phase, state=rec["state"], job=records[job.hash].get("name", job.name),
-                       attempts=rec["attempts"], message=rec.get("message", ""))
-    results = []
-    for job in jobs:
-        summary = records[job.hash].get("summary") or {}
-        if job.phase == "evaluate" and "test" in summary:
-            for language, accuracy in sorted(summary["test"].items()):
-                results.append({"backbone": job.backbone, "intermediateTask": job.intermediate_task or NONE,
-                                "seed": job.seed, "language": language, "accuracy": accuracy})
-    failed = counts["Failed"] + counts["Blocked"]
-    conditions = [
-        {"type": "Ready", "status": "True" if phase == "Succeeded" else "False",
-         "reason": "AllJobsSucceeded" if phase == "Succeeded" else "JobsOutstanding",
-         "message": f"{counts['Succeeded']}/{total} jobs succeeded"},
-        {"type": "Degraded", "status": "True" if failed else "False",
-         "reason": "JobsFailed" if failed else "NoFailures",
-         "message": f"{counts['Failed']} failed, {counts['Blocked']} blocked by a failed parent" if failed else ""},
-    ]
-    return {"phase": phase, "progress": f"{counts['Succeeded']}/{total}", "observedGeneration": generation,
-            "counts": counts, "jobs": records, "runs": sorted(runs.values(), key=lambda r: (r["backbone"],
-                                                                                           r["intermediateTask"],
-                                                                                           r["seed"])),
-            "results": results, "conditions": conditions}
+        out[rec["state"]] += 1
+    return out
+
+
+def phase(records: dict) -> str:
+    c = counts(records)
+    total = sum(c.values())
+    if total and c["Succeeded"] == total:
+        return "Succeeded"
+    if not any(c[s] for s in ("Pending", "Backoff") + ACTIVE):
+        return "Failed"  # nothing left to run, and not everything succeeded
+    if c["Pending"] == total:
+        return "Pending"
+    return "Running"

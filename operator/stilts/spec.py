@@ -12,22 +12,16 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic.alias_generators import to_camel
+from pydantic import BaseModel, Field, ValidationError
+from stilts_contract import rules
+from stilts_contract.job import (BackboneRef, DeepSpeed, Model as _Model, MoE, PhaseTraining, TaskSettings,
+                                 first_error)
+from stilts_contract.names import TINY_MAX_SEQ_LENGTH, TINY_MODELS, XNLI_LANGUAGES
+from stilts_contract.tasks import (DEFAULT_INTERMEDIATE_TASKS, INTERMEDIATE_TASKS, TARGET_EVAL_TASKS,
+                                   TARGET_TRAIN_TASKS, local_members)
 
 GROUP, VERSION, KIND, PLURAL, SHORT = "stilts.dev", "v1alpha1", "TransferExperiment", "transferexperiments", "tx"
 API_VERSION = f"{GROUP}/{VERSION}"
-
-# Kept equal to the trainer's task registry by tests/test_spec.py (the operator does not import torch).
-XNLI_LANGUAGES = ("ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh")
-INTERMEDIATE_TASKS = ("anli", "mnli", "qqp", "sst2", "squad", "squad_v2", "hellaswag", "cosmosqa",
-                      "commonsenseqa", "ccg", "multitask")
-SPAN_TASKS = ("squad", "squad_v2", "multitask")      # read hyperparameters.docStride
-LOCAL_DATA_TASKS = ("ccg", "multitask")               # read local files under dataDir (CCGbank is licensed)
-MULTITASK = "multitask"
-# The default: the paper's nine less CCG (CCGbank is licensed; add ccg and multitask with dataDir).
-DEFAULT_INTERMEDIATE_TASKS = ("anli", "mnli", "qqp", "sst2", "squad", "hellaswag", "cosmosqa", "commonsenseqa")
-TINY_MODELS = ("stilts/tiny-xlmr", "stilts/mini-xlmr")
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 
@@ -35,67 +29,27 @@ class SpecError(ValueError):
     """An invalid experiment; the message names the field and the fix."""
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+QUANTITY = r"^([0-9]+(\.[0-9]+)?(m|[KMGTPE]i?)?)?$"
 
 
-class MoE(_Model):
-    """Sparse upcycling: every k-th feed-forward block becomes a DeepSpeed MoE layer whose experts
-    start as copies of that block, with a new router."""
-    experts: int = Field(8, ge=1, le=256, description="Experts per MoE layer.")
-    top_k: int = Field(2, ge=1, le=2, description="Experts per token. Top-2 renormalises its gate, so a "
-                       "fresh upcycled model equals the dense one; top-1 scales by the raw router probability.")
-    every_n_layers: int = Field(2, ge=1, le=64, description="Make every n-th layer an MoE layer (from the "
-                                "second), unless layers is given.")
-    layers: list[int] | None = Field(None, max_length=128, description="Explicit 0-based layer indices to "
-                                     "upcycle; overrides everyNLayers.")
-    capacity_factor: float = Field(1.25, gt=0, le=64, description="Expert capacity while training, as a "
-                                   "multiple of tokens/experts.")
-    eval_capacity_factor: float = Field(2.0, gt=0, le=64, description="Expert capacity at evaluation.")
-    min_capacity: int = Field(4, ge=0, le=65536, description="Lower bound of each expert's capacity.")
-    drop_tokens: bool = Field(True, description="Drop tokens over capacity (false: capacity grows to fit).")
-    noisy_gate_policy: Literal["none", "Jitter", "RSample"] = Field("none", description="Router noise.")
-    aux_loss_weight: float = Field(0.01, ge=0, le=10, description="Weight of the load-balancing loss.")
-    use_residual: bool = Field(False, description="Residual MoE: a dense MLP beside the experts, mixed by a "
-                               "learned coefficient.")
-    expert_parallel_size: int = Field(8, ge=1, le=256, description="Ranks one layer's experts are spread "
-                                      "over; must divide experts and the job's world size.")
-    upcycle_steps: int = Field(0, ge=0, le=10_000_000, description="Continued masked-LM steps on the "
-                               "upcycled model before the intermediate phase (0 = none).")
+class Resources(_Model):
+    """What each trainer pod requests, so quotas (Kueue, ResourceQuota) see it; empty takes the default."""
+    cpu: str = Field("", max_length=20, pattern=QUANTITY, description="CPU request per pod (default: 4 per "
+                     "process).")
+    memory: str = Field("", max_length=20, pattern=QUANTITY, description="Memory request and limit per pod "
+                        "(default: 16Gi per process).")
 
 
-class Backbone(_Model):
-    """One model family of the comparison, and the shape of its PyTorchJobs."""
-    name: str = Field(..., min_length=1, max_length=20, pattern=NAME_PATTERN,
-                      description="Short name used in job names, labels and results (DNS label).")
-    model: str = Field(..., min_length=1, max_length=200, description="Hub model id, a path on the volume, "
-                       "or a built-in tiny model (stilts/tiny-xlmr, stilts/mini-xlmr) for synthetic data.")
-    architecture: Literal["dense", "moe"] = Field("dense", description="dense, or moe: sparsely upcycled "
-                                                  "from model.")
-    moe: MoE | None = Field(None, description="MoE settings; only with architecture: moe (defaults apply "
-                            "when omitted).")
-    workers: int = Field(1, ge=1, le=64, description="Pods per PyTorchJob (Master + Workers).")
+class Backbone(BackboneRef):
+    """One model family of the comparison, and the shape of its jobs."""
+    workers: int = Field(1, ge=1, le=64, description="Pods per job (Master + Workers).")
     gpus_per_worker: int = Field(8, ge=0, le=16, description="GPUs (and trainer processes) per pod; 0 runs "
                                  "one CPU process per pod.")
+    resources: Resources = Field(default_factory=Resources, description=Resources.__doc__)
 
-
-class PhaseTraining(_Model):
-    """Hyperparameters of one phase (defaults: the authors' jiant XTREME scripts for XNLI)."""
-    learning_rate: float = Field(1e-5, gt=0, le=1, description="Peak learning rate (Adam).")
-    batch_size: int = Field(32, ge=1, le=65536, description="Global batch size (micro x world x accumulation).")
-    micro_batch_size: int = Field(4, ge=1, le=4096, description="Examples per process per forward pass.")
-    epochs: float = Field(2, gt=0, le=1000, description="Passes over the training set.")
-    max_steps: int = Field(0, ge=0, le=100_000_000, description="Optimizer steps; overrides epochs when > 0.")
-    max_seq_length: int = Field(256, ge=8, le=8192, description="Tokens per example after truncation.")
-    warmup_ratio: float = Field(0.1, ge=0, le=1, description="Share of steps with linear warmup; linear "
-                                "decay after.")
-    eval_every_steps: int = Field(1000, ge=1, le=100_000_000, description="Evaluate on the English dev "
-                                  "subset every n steps.")
-    eval_examples: int = Field(500, ge=1, le=1_000_000, description="Size of that dev subset.")
-    early_stopping_patience: int = Field(30, ge=1, le=100_000, description="Evaluations without gain "
-                                         "before stopping.")
-    max_train_examples: int = Field(0, ge=0, le=100_000_000, description="Cap on training examples "
-                                    "(0 = all).")
+    @property
+    def world(self) -> int:
+        return rules.world_size(self.workers, self.gpus_per_worker)
 
 
 class PretrainTraining(PhaseTraining):
@@ -107,15 +61,9 @@ class PretrainTraining(PhaseTraining):
     epochs: float = Field(1, gt=0, le=1000, description="Passes over the corpus.")
 
 
-class IntermediateTraining(PhaseTraining):
+class IntermediateTraining(TaskSettings, PhaseTraining):
     """Intermediate-task phase: 3 epochs for every task (STILTs' setting; see README)."""
     epochs: float = Field(3, gt=0, le=1000, description="Passes over the training set.")
-    doc_stride: int = Field(128, ge=1, le=8192, description="SQuAD: overlap in tokens between the windows of a "
-                            "context longer than maxSeqLength.")
-    multitask_temperature: float = Field(1.0, gt=0, le=1000, description="multitask: sample tasks with "
-                                         "p ~ min(size, multitaskCap)^(1/T); 1 = proportional to size.")
-    multitask_cap: int = Field(65536, ge=0, le=100_000_000, description="multitask: examples of a task counted "
-                               "when sampling (0 = no cap); keeps the large NLI sets from crowding out the rest.")
 
 
 class Training(_Model):
@@ -128,16 +76,10 @@ class Training(_Model):
 
 
 class Target(_Model):
-    task: Literal["xnli"] = Field("xnli", description="Zero-shot evaluation task.")
-    train_task: Literal["mnli"] = Field("mnli", description="English training set of the target phase.")
+    task: Literal[TARGET_EVAL_TASKS] = Field("xnli", description="Zero-shot evaluation task.")
+    train_task: Literal[TARGET_TRAIN_TASKS] = Field("mnli", description="English training set of the target phase.")
     languages: list[Literal[XNLI_LANGUAGES]] = Field(list(XNLI_LANGUAGES), min_length=1, max_length=15,
                                                      description="XNLI languages to evaluate.")
-
-
-class DeepSpeed(_Model):
-    zero_stage: int = Field(2, ge=0, le=3, description="ZeRO stage (MoE needs 0-2).")
-    precision: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="Mixed precision on GPUs; CPU "
-                                                       "runs fp32.")
 
 
 class Storage(_Model):
@@ -168,6 +110,9 @@ class Scheduling(_Model):
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32,
                                           description="Tolerations of trainer pods.")
     priority_class_name: str = Field("", max_length=253, description="PriorityClass of trainer pods.")
+    queue_name: str = Field("", max_length=63, pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$",
+                            description="Kueue LocalQueue: set as kueue.x-k8s.io/queue-name on every job, so "
+                            "Kueue admits them within the queue's quota (empty: no queue).")
 
 
 class ExperimentSpec(_Model):
@@ -190,13 +135,29 @@ class ExperimentSpec(_Model):
     training: Training = Field(default_factory=Training)
     deepspeed: DeepSpeed = Field(default_factory=DeepSpeed)
     storage: Storage = Field(default_factory=Storage)
-    max_concurrent_jobs: int = Field(8, ge=1, le=1000, description="PyTorchJobs running at once.")
+    max_concurrent_jobs: int = Field(8, ge=1, le=1000, description="Jobs that exist at once (queued, starting or "
+                                     "running); with Kueue, the quota decides how many of them run.")
+    start_deadline_seconds: int = Field(1800, ge=0, le=7 * 86400, description="A job whose pods have not all "
+                                        "started this long after creation (time queued by Kueue does not count) "
+                                        "fails its attempt with the reason its pods wait; 0: wait for ever.")
     retries: Retries = Field(default_factory=Retries)
     scheduling: Scheduling = Field(default_factory=Scheduling)
     hf_token_secret: str = Field("", max_length=253, description="Secret with key HF_TOKEN, for gated models.")
 
 
-# (JSON path of the object the rule sits on, CEL with `self` = that object, message).
+_MOE_DEFAULT = MoE()
+_WORLD = "b.workers * (b.gpusPerWorker == 0 ? 1 : b.gpusPerWorker)"
+_LOCAL_DATA_TASKS = [t for t in INTERMEDIATE_TASKS if local_members(t)]
+
+
+def _batch_cel(phase: str) -> str:
+    t = f"self.training.{phase}"
+    return f"{t}.batchSize % ({t}.microBatchSize * {_WORLD}) == 0"
+
+
+# The CRD's cross-field rules: (JSON path of the object the rule sits on, CEL with `self` = that object,
+# message). The API server enforces them; `check_rules` evaluates the same CEL on local files. Those
+# that mirror a rule of stilts_contract.rules are tested to agree with it (tests/operator/test_rules.py).
 RULES: list[tuple[str, str, str]] = [
     ("", "self.backbones.all(b, self.backbones.exists_one(c, c.name == b.name))",
      "spec.backbones: names must be unique"),
@@ -205,7 +166,7 @@ RULES: list[tuple[str, str, str]] = [
     ("", "!has(self.deepspeed) || !has(self.deepspeed.zeroStage) || self.deepspeed.zeroStage != 3 || "
          "self.backbones.all(b, !has(b.architecture) || b.architecture != 'moe')",
      "spec.deepspeed.zeroStage: DeepSpeed MoE does not run under ZeRO-3; use 0, 1 or 2"),
-    ("", "self.dataSource != 'hub' || self.backbones.all(b, !b.model.startsWith('stilts/'))",
+    ("", f"self.dataSource == 'synthetic' || self.backbones.all(b, !(b.model in {list(TINY_MODELS)}))",
      "spec.backbones[].model: built-in stilts/ tiny models need dataSource: synthetic"),
     ("backbones[]", "(has(self.architecture) && self.architecture == 'moe') || !has(self.moe)",
      "moe settings are only for architecture: moe"),
@@ -215,23 +176,63 @@ RULES: list[tuple[str, str, str]] = [
      "moe.topK cannot exceed moe.experts"),
     ("backbones[]", "!has(self.architecture) || self.architecture != 'moe' || "
                     "(self.workers * (self.gpusPerWorker == 0 ? 1 : self.gpusPerWorker)) "
-                    "% (has(self.moe) ? self.moe.expertParallelSize : 8) == 0",
+                    f"% (has(self.moe) ? self.moe.expertParallelSize : {_MOE_DEFAULT.expert_parallel_size}) == 0",
      "moe.expertParallelSize must divide the job's world size (workers x gpusPerWorker)"),
     ("", "self.dataSource != 'hub' || self.dataDir != '' || "
-         f"!self.intermediateTasks.exists(t, t in {list(LOCAL_DATA_TASKS)})",
+         f"!self.intermediateTasks.exists(t, t in {_LOCAL_DATA_TASKS})",
      "spec.dataDir: ccg and multitask read CCGbank (licensed, not on a hub) from local files; set dataDir to "
      "the directory holding ccgbank/data/AUTO"),
+    ("", f"self.backbones.all(b, {_batch_cel('target')})",
+     "spec.training.target.batchSize must be a multiple of microBatchSize x every backbone's world size "
+     "(workers x gpusPerWorker, or workers when gpusPerWorker is 0)"),
+    ("", f"size(self.intermediateTasks) == 0 || self.backbones.all(b, {_batch_cel('intermediate')})",
+     "spec.training.intermediate.batchSize must be a multiple of microBatchSize x every backbone's world size "
+     "(workers x gpusPerWorker, or workers when gpusPerWorker is 0)"),
+    ("", f"self.backbones.all(b, !(b.model in {list(TINY_MODELS)} || (has(b.architecture) && "
+         "b.architecture == 'moe' && has(b.moe) && b.moe.upcycleSteps > 0)) || "
+         f"{_batch_cel('pretrain')})",
+     "spec.training.pretrain.batchSize must be a multiple of microBatchSize x the world size of every backbone "
+     "that pretrains (tiny models, MoE with upcycleSteps)"),
+    ("", f"!self.backbones.exists(b, b.model in {list(TINY_MODELS)}) || "
+         f"(self.training.pretrain.maxSeqLength <= {TINY_MAX_SEQ_LENGTH} && "
+         f"self.training.intermediate.maxSeqLength <= {TINY_MAX_SEQ_LENGTH} && "
+         f"self.training.target.maxSeqLength <= {TINY_MAX_SEQ_LENGTH})",
+     f"spec.training.*.maxSeqLength: the built-in tiny models hold {TINY_MAX_SEQ_LENGTH} tokens; lower maxSeqLength"),
     ("seeds", "self.all(s, self.exists_one(t, t == s))", "spec.seeds: seeds must be unique"),
     ("intermediateTasks", "self.all(s, self.exists_one(t, t == s))",
      "spec.intermediateTasks: tasks must be unique"),
 ]
 
 
-def _where(loc: tuple) -> str:
-    out = "spec"
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else "." + to_camel(str(part))
-    return out
+def pretrains(backbone: Backbone) -> bool:
+    """Whether the backbone's runs start from a pretrain job of this experiment."""
+    moe = backbone.moe_settings
+    return backbone.model in TINY_MODELS or bool(moe and moe.upcycle_steps > 0)
+
+
+def check_contract_rules(spec: ExperimentSpec) -> None:
+    """The contract's rules (the ones the trainer applies at start-up) on every backbone and phase."""
+    checks = [("spec.deepspeed.", rules.no_zero3_with_moe(spec.deepspeed.zero_stage, b.architecture))
+              for b in spec.backbones]
+    for i, b in enumerate(spec.backbones):
+        checks.append((f"spec.backbones[{i}].", rules.tiny_model_needs_synthetic(b.model, spec.data_source)))
+        if b.moe_settings:
+            checks.append((f"spec.backbones[{i}].", rules.ep_divides_world(b.moe_settings.expert_parallel_size,
+                                                                             b.world)))
+        phases = ["target"] + (["intermediate"] if spec.intermediate_tasks else []) + \
+            (["pretrain"] if pretrains(b) else [])
+        for phase in phases:
+            hp = getattr(spec.training, phase)
+            problem = rules.batch_fits_world(hp.batch_size, hp.micro_batch_size, b.world)
+            checks.append((f"spec.training.{phase}.", problem and f"{problem} (backbone {b.name})"))
+        for phase in ("pretrain", "intermediate", "target"):
+            problem = rules.seq_length_fits(b.model, getattr(spec.training, phase).max_seq_length)
+            checks.append((f"spec.training.{phase}.", problem))
+    for task in spec.intermediate_tasks:
+        checks.append(("spec.", rules.local_data_needs_data_dir(task, spec.data_source, spec.data_dir)))
+    for prefix, problem in checks:
+        if problem:
+            raise SpecError(prefix + problem.removeprefix("deepspeed."))
 
 
 @lru_cache(maxsize=None)
@@ -262,13 +263,14 @@ def parse_spec(raw: dict, source: str = "experiment") -> ExperimentSpec:
     try:
         spec = ExperimentSpec.model_validate(raw)
     except ValidationError as err:
-        first = err.errors()[0]
-        message = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "extra_forbidden":
+        where, message = first_error(err)
+        if message.startswith("unknown field"):
             message = "unknown field (check its spelling against `kubectl explain transferexperiment.spec`)"
-        raise SpecError(f"{source}: {_where(first['loc'])}: {message}") from None
+        raise SpecError(f"{source}: spec{'.' if where and not where.startswith('[') else ''}{where}: {message}") \
+            from None
     try:
         check_rules(dump_spec(spec))
+        check_contract_rules(spec)
     except SpecError as err:
         raise SpecError(f"{source}: {err}") from None
     return spec

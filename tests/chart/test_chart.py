@@ -69,7 +69,7 @@ def test_rbac_grants_exactly_what_the_operator_calls(variant):
         granted = {(g, r, v) for rule in role["rules"] + discovery["rules"] for g in rule["apiGroups"]
                    for r in rule["resources"] for v in rule["verbs"]}
         assert not any("*" in x for t in granted for x in t), "no wildcards"
-        needed = required() | KOPF_OWN
+        needed = required("pytorchjob") | KOPF_OWN
         assert needed - granted == set(), f"missing: {needed - granted}"
         assert granted - needed == set(), f"granted but never used: {granted - needed}"
         assert not any(r == "secrets" for _, r, _ in granted), "the operator reads no Secrets"

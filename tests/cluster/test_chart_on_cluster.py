@@ -61,7 +61,8 @@ def test_operator_runs_with_only_the_charts_rbac(control_plane, training_operato
         log = op.process.log.read_text()
         # An HTTP 403 in any form kopf logs it ("(403)", "'code': 403"), but not a timestamp's ",403".
         assert "Forbidden" not in log and not re.search(r"(?<![\d,.:])403(?!\d)", log), log[-3000:]
-        assert get(control_plane, namespace)["status"]["results"]
+        from stilts import cluster
+        assert cluster.load(control_plane.api_client(), namespace, "exp").results
     finally:
         op.stop()
         for i in range(2):

@@ -46,6 +46,11 @@ def test_valid_experiments_are_accepted_and_defaulted(control_plane, namespace):
     (lambda s: s["target"].update(languages=["en", "xx"]), "spec.target.languages[1]"),
     (lambda s: s.update(dataSource="hub", backbones=[{"name": "x", "model": "FacebookAI/xlm-roberta-base"}],
                         intermediateTasks=["sst2", "ccg"]), "spec.dataDir: ccg and multitask read CCGbank"),
+    # The shipped paper example before it was fixed: 2 pods x 8 GPUs x 4 per micro-batch = 64 > 32.
+    (lambda s: s.update(dataSource="hub", backbones=[{"name": "x", "model": "FacebookAI/xlm-roberta-large",
+                                                      "workers": 2, "gpusPerWorker": 8}],
+                        training={"target": {"batchSize": 32, "microBatchSize": 4}}),
+     "spec.training.target.batchSize must be a multiple of microBatchSize"),
 ])
 def test_bad_experiments_are_refused_with_the_crds_message(control_plane, namespace, change, message):
     doc = copy.deepcopy(DEMO)
@@ -57,13 +62,28 @@ def test_bad_experiments_are_refused_with_the_crds_message(control_plane, namesp
     assert message in info.value.body, info.value.body
 
 
+def test_an_experiment_name_too_long_for_its_labels_is_refused(control_plane, namespace):
+    doc = copy.deepcopy(DEMO)
+    doc["metadata"]["name"] = "x" * 41
+    with pytest.raises(ApiException) as info:
+        create_experiment(control_plane, namespace, doc)
+    assert info.value.status == 422 and "metadata.name: at most 40 characters" in info.value.body
+
+
 def test_status_subresource_and_rbac(control_plane, namespace):
+    from stilts.plan import plan
+    from stilts.spec import parse_spec
+    from stilts.status import summarize
     api = client.CustomObjectsApi(control_plane.api_client())
     doc = copy.deepcopy(DEMO)
     created = api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, doc)
-    status = {"phase": "Running", "progress": "3/17", "observedGeneration": 1, "runs": [{"name": "x", "attempts": 1}]}
-    patched = api.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, "demo", {"status": status})
-    assert patched["status"] == status, "every status field survives the round trip (kopf's too)"
+    jobs = plan(parse_spec(doc["spec"]))
+    records = {j.hash: {"state": s, "attempts": 1, "since": 1e9, "reason": "Unschedulable", "message": "no GPU"}
+               for j, s in zip(jobs, ["Failed", "Starting", "Queued", "Running", "Succeeded"] * 10)}
+    status = summarize(jobs, records, {}, 1, 1e9) | {"jobsConfigMap": "a", "resultsConfigMap": "b"}
+    patched = api.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, "demo",
+                                                        {"status": {**status, "unknown": 1}})
+    assert patched["status"] == status, "every status field the operator writes survives; unknown ones are pruned"
     assert patched["metadata"]["generation"] == created["metadata"]["generation"]
     as_user = client.CustomObjectsApi(control_plane.api_client("alice"))
     with pytest.raises(ApiException) as info:

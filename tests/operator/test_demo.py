@@ -40,4 +40,4 @@ def test_demo_interrupted_then_resumed_ends_with_the_report(tmp_path):
     assert len(report["languages"]) == 16                       # 15 + average
     assert (run_dir / "heatmap.png").stat().st_size > 10_000
     manifest = json.loads((run_dir / "plan.json").read_text())
-    assert all(row["status"] == "succeeded" for row in manifest["jobs"])
+    assert all(row["status"] == "Succeeded" for row in manifest["jobs"])

@@ -28,7 +28,7 @@ def fake_trainer(tmp_path, behaviour: str):
         {behaviour}
         if job["phase"] == "evaluate":
             (out / "results.json").write_text(json.dumps({{"languages": {{"en": {{"dev": 0.5, "test": 0.5}}}}}}))
-        (out / "COMPLETE").write_text("{{}}")
+        (out / "COMPLETE").write_text(json.dumps({{"phase": job["phase"], "jobHash": job["jobHash"]}}))
     """))
     return [sys.executable, str(script)]
 
@@ -55,7 +55,7 @@ def test_runs_parents_first_and_skips_finished_jobs_on_rerun(tmp_path):
     assert again.run(poll_seconds=0.01)
     assert len((tmp_path / "order.log").read_text().splitlines()) == 6, "nothing ran twice"
     manifest = json.loads((tmp_path / "runs" / "t" / "plan.json").read_text())
-    assert all(row["status"] == "succeeded" for row in manifest["jobs"])
+    assert all(row["status"] == "Succeeded" for row in manifest["jobs"])
 
 
 def test_finished_jobs_of_another_experiment_are_reused(tmp_path):
@@ -72,35 +72,59 @@ def test_finished_jobs_of_another_experiment_are_reused(tmp_path):
 def test_transient_failures_are_retried_and_permanent_ones_are_not(tmp_path):
     ex = executor(tmp_path, 'if job["phase"] == "target" and n < 3: sys.exit(1)')
     assert ex.run(poll_seconds=0.01)
-    targets = [s for s in ex.states.values() if s.job.phase == "target"]
-    assert all(s.attempts == 3 for s in targets)
+    targets = [ex.records[j.hash] for j in ex.jobs if j.phase == "target"]
+    assert all(r["attempts"] == 3 for r in targets)
 
     (tmp_path / "b").mkdir()
     ex = executor(tmp_path / "b", 'if job["phase"] == "intermediate": sys.exit(2)')
     assert not ex.run(poll_seconds=0.01)
-    states = {s.job.name: s for s in ex.states.values()}
-    assert states["d-qqp-s1-intermediate"].attempts == 1 and states["d-qqp-s1-intermediate"].status == "failed"
-    assert states["d-qqp-s1-target"].status == "blocked"
-    assert states["d-none-s1-evaluate"].status == "succeeded", "the baseline run is not stopped"
+    states = {j.name: ex.records[j.hash] for j in ex.jobs}
+    assert states["d-qqp-s1-intermediate"]["attempts"] == 1 and states["d-qqp-s1-intermediate"]["state"] == "Failed"
+    assert states["d-qqp-s1-intermediate"]["reason"] == "BadInput"
+    assert states["d-qqp-s1-target"]["state"] == "Blocked"
+    assert states["d-none-s1-evaluate"]["state"] == "Succeeded", "the baseline run is not stopped"
+
+
+def test_exit_0_without_a_valid_summary_is_a_failed_attempt(tmp_path):
+    ex = executor(tmp_path, 'if job["phase"] == "evaluate":\n            (out / "COMPLETE").write_text("{}"); sys.exit(0)',
+                  retries={"limit": 1, "backoffSeconds": 0})
+    assert not ex.run(poll_seconds=0.01)
+    evals = [ex.records[j.hash] for j in ex.jobs if j.phase == "evaluate"]
+    assert all(r["state"] == "Failed" and r["reason"] == "InvalidSummary" and r["attempts"] == 2 for r in evals)
 
 
 def test_a_job_that_keeps_failing_stops_after_the_retry_limit(tmp_path):
     ex = executor(tmp_path, 'if job["phase"] == "evaluate": sys.exit(1)')
     assert not ex.run(poll_seconds=0.01)
-    evals = [s for s in ex.states.values() if s.job.phase == "evaluate"]
-    assert all(s.status == "failed" and s.attempts == 3 for s in evals)
+    evals = [ex.records[j.hash] for j in ex.jobs if j.phase == "evaluate"]
+    assert all(r["state"] == "Failed" and r["attempts"] == 3 for r in evals)
 
 
 def test_concurrency_bound(tmp_path):
     ex = executor(tmp_path, "import time; time.sleep(0.3)", maxConcurrentJobs=1)
-    ex.parallel = 1
     peak = 0
     original = ex.launch
 
-    def launch(s, sharing=1):
+    def launch(job, attempt, sharing):
         nonlocal peak
-        original(s, sharing)
-        peak = max(peak, sum(x.status == "running" for x in ex.states.values()))
+        original(job, attempt, sharing)
+        peak = max(peak, sum(c.process.poll() is None for c in ex.children.values()))
     ex.launch = launch
     assert ex.run(poll_seconds=0.01)
     assert peak == 1
+
+
+def test_each_job_runs_with_its_planned_world_size_or_a_valid_override(tmp_path):
+    moe = {"name": "m", "model": "stilts/tiny-xlmr", "architecture": "moe", "workers": 2, "gpusPerWorker": 0,
+           "moe": {"experts": 4, "expertParallelSize": 2}}
+    ex = executor(tmp_path, backbones=[SPEC["spec"]["backbones"][0], moe])
+    sizes = {j.name: ex.sizes[j.hash] for j in ex.jobs}
+    assert sizes["m-qqp-s1-target"] == 2 and sizes["d-qqp-s1-target"] == 1
+    assert executor(tmp_path, backbones=[moe]).__class__  # planned: fine
+    import pytest
+    from stilts.spec import SpecError
+    doc = json.loads(json.dumps(SPEC))
+    doc["spec"]["backbones"] = [moe]
+    with pytest.raises(SpecError) as info:
+        local.LocalExecutor(parse_experiment(doc), root=tmp_path / "runs", nproc=3, echo=False)
+    assert "--nproc 3" in str(info.value) and "batchSize" in str(info.value) and "Leave --nproc out" in str(info.value)

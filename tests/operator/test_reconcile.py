@@ -1,12 +1,13 @@
-"""The operator's decisions and manifests as pure functions: no cluster."""
+"""The scheduler's decisions and the manifests as pure functions: no cluster."""
 
 import json
 
 import pytest
 
 from stilts import manifests
+from stilts.backends import pytorchjob
 from stilts.plan import plan
-from stilts.reconcile import Observed, job_condition, reconcile
+from stilts.reconcile import Observed, Policy, reconcile
 from stilts.spec import dump_spec, parse_spec
 
 SPEC = {"dataSource": "synthetic", "intermediateTasks": ["qqp"], "seeds": [1], "maxConcurrentJobs": 2,
@@ -14,115 +15,240 @@ SPEC = {"dataSource": "synthetic", "intermediateTasks": ["qqp"], "seeds": [1], "
         "backbones": [{"name": "dense", "model": "stilts/tiny-xlmr", "gpusPerWorker": 0}]}
 
 
+def name(job_hash, attempt):
+    return f"{job_hash}-{attempt}"
+
+
 def setup(**changes):
-    raw = {**SPEC, **changes}
-    spec = parse_spec(raw)
-    return dump_spec(spec), plan(spec)
+    spec = parse_spec({**SPEC, **changes})
+    return spec, plan(spec)
 
 
-def succeed(name, status, jobs, message=""):
-    """Observed: every running child succeeded."""
-    observed = {}
-    for job in jobs:
-        rec = status.get("jobs", {}).get(job.hash, {})
-        if rec.get("state") == "Running":
-            child = manifests.child_name(name, job.hash, rec["attempts"])
-            observed[child] = Observed(child, "Succeeded", "", message)
-    return observed
+def step(spec, jobs, records, observed, now, **kw):
+    return reconcile(jobs, records, observed, now, Policy.of(spec), name, **kw)
+
+
+def summary(job, **extra):
+    return json.dumps({"phase": job.phase, "jobHash": job.hash, **extra})
+
+
+def succeeded(jobs, records, **extra):
+    """Observed: every active child succeeded with a valid summary."""
+    by_hash = {j.hash: j for j in jobs}
+    return {name(h, r["attempts"]): Observed("Succeeded", summary=summary(
+        by_hash[h], **(extra if by_hash[h].phase == "evaluate" else {})))
+        for h, r in records.items() if r["state"] in ("Starting", "Running")}
 
 
 def test_creates_roots_first_then_children_within_the_bound():
     spec, jobs = setup()
-    d = reconcile("exp", spec, jobs, {}, {}, now=0)
+    d = step(spec, jobs, {}, {}, 0)
     assert [j.phase for j, _ in d.create] == ["pretrain"]
-    child = manifests.child_name("exp", d.create[0][0].hash, 1)
-    d2 = reconcile("exp", spec, jobs, {child: Observed(child, "Running")}, d.status, now=1)
-    assert d2.create == [], "a running child: nothing new"
-    d3 = reconcile("exp", spec, jobs, succeed("exp", d.status, jobs), d.status, now=2)
-    assert len(d3.create) == 2 and d3.status["counts"]["Running"] == 2, "bounded by maxConcurrentJobs"
+    first = name(d.create[0][0].hash, 1)
+    d2 = step(spec, jobs, d.records, {first: Observed("Running")}, 1)
+    assert d2.create == [] and d2.records[jobs[0].hash]["state"] == "Running", "a running child: nothing new"
+    d3 = step(spec, jobs, d.records, succeeded(jobs, d.records), 2)
+    assert len(d3.create) == 2, "bounded by maxConcurrentJobs"
 
 
 def test_replay_is_idempotent():
     spec, jobs = setup()
-    d = reconcile("exp", spec, jobs, {}, {}, now=0)
-    observed = succeed("exp", d.status, jobs)
-    a = reconcile("exp", spec, jobs, observed, d.status, now=5)
-    b = reconcile("exp", spec, jobs, observed, d.status, now=5)
+    d = step(spec, jobs, {}, {}, 0)
+    observed = succeeded(jobs, d.records)
+    a = step(spec, jobs, d.records, observed, 5)
+    b = step(spec, jobs, d.records, observed, 5)
     assert [(j.hash, n) for j, n in a.create] == [(j.hash, n) for j, n in b.create]
-    assert a.status == b.status
+    assert a.records == b.records
 
 
 def test_failures_back_off_exponentially_then_fail_and_block_descendants():
     spec, jobs = setup(maxConcurrentJobs=1, baseline=False)
-    status = reconcile("exp", spec, jobs, {}, {}, now=0).status
+    records = step(spec, jobs, {}, {}, 0).records
     pretrain = jobs[0]
-    times = []
-    now = 0.0
+    times, now = [], 0.0
     for attempt in (1, 2, 3):
-        child = manifests.child_name("exp", pretrain.hash, attempt)
-        d = reconcile("exp", spec, jobs, {child: Observed(child, "Failed", "boom")}, status, now=now)
+        child = name(pretrain.hash, attempt)
+        d = step(spec, jobs, records, {child: Observed("Failed", reason="Exit1", message="boom")}, now)
         assert d.delete == [child]
-        status = d.status
-        rec = status["jobs"][pretrain.hash]
+        records = d.records
+        rec = records[pretrain.hash]
         if attempt <= 2:
             assert rec["state"] == "Backoff"
             times.append(rec["retryAfter"] - now)
-            assert reconcile("exp", spec, jobs, {}, status, now=now + 1).create == [], "not before the backoff"
+            assert step(spec, jobs, records, {}, now + 1).create == [], "not before the backoff"
             now = rec["retryAfter"]
-            d = reconcile("exp", spec, jobs, {}, status, now=now)
+            d = step(spec, jobs, records, {}, now)
             assert [(j.hash, n) for j, n in d.create] == [(pretrain.hash, attempt + 1)]
-            status = d.status
+            records = d.records
         else:
-            assert rec["state"] == "Failed" and rec["message"] == "boom"
+            assert rec["state"] == "Failed" and rec["message"] == "boom" and rec["reason"] == "Exit1"
     assert times == [10, 20]
-    assert status["phase"] == "Failed" and status["counts"]["Blocked"] == len(jobs) - 1
+    assert all(r["state"] == "Blocked" for h, r in records.items() if h != pretrain.hash)
 
 
-def test_success_is_remembered_when_the_child_is_gone_and_results_come_from_the_message():
+def test_a_permanent_failure_is_not_retried():
     spec, jobs = setup()
-    status = {}
-    now = 0
+    records = step(spec, jobs, {}, {}, 0).records
+    child = name(jobs[0].hash, 1)
+    d = step(spec, jobs, records, {child: Observed("Failed", permanent=True, reason="BadInput",
+                                                   message="stilts_trainer: error: field 'task': unknown")}, 1)
+    rec = d.records[jobs[0].hash]
+    assert rec["state"] == "Failed" and rec["attempts"] == 1 and "field 'task'" in rec["message"]
+    assert any(reason == "JobFailed" and "permanent" in message for _, reason, message in d.events)
+
+
+def test_success_needs_a_valid_summary_of_that_job():
+    spec, jobs = setup()
+    records = step(spec, jobs, {}, {}, 0).records
+    child = name(jobs[0].hash, 1)
+    for bad in ("", "not json", json.dumps({"phase": "pretrain", "jobHash": "someone-else"}),
+                json.dumps({"phase": "evaluate", "jobHash": jobs[0].hash, "test": {"en": "high"}}),
+                json.dumps({"phase": "evaluate", "jobHash": jobs[0].hash, "test": {f"x{i}": 0.5 for i in range(300)}})):
+        d = step(spec, jobs, records, {child: Observed("Succeeded", summary=bad)}, 1)
+        rec = d.records[jobs[0].hash]
+        assert rec["state"] == "Backoff" and rec["reason"] == "InvalidSummary", bad
+        assert d.results == {}
+
+
+def test_success_is_remembered_when_the_child_is_gone_and_results_come_from_the_summary():
+    spec, jobs = setup()
+    records, now, results = {}, 0, {}
     for _ in range(10):
-        d = reconcile("exp", spec, jobs, succeed("exp", status, jobs, json.dumps({"test": {"en": 0.8}})), status,
-                      now=now)
-        status, now = d.status, now + 1
-    assert status["phase"] == "Succeeded" and status["progress"] == f"{len(jobs)}/{len(jobs)}"
-    again = reconcile("exp", spec, jobs, {}, status, now=now)  # every child deleted (TTL): nothing reruns
-    assert again.create == [] and again.status["phase"] == "Succeeded"
-    assert {(r["intermediateTask"], r["language"]) for r in status["results"]} == {("none", "en"), ("qqp", "en")}
+        d = step(spec, jobs, records, succeeded(jobs, records, test={"en": 0.8}), now)
+        records, now = d.records, now + 1
+        results.update(d.results)
+    assert all(r["state"] == "Succeeded" for r in records.values())
+    again = step(spec, jobs, records, {}, now)  # every child deleted (TTL): nothing reruns
+    assert again.create == [] and again.records == records
+    evaluates = {j.hash for j in jobs if j.phase == "evaluate"}
+    assert {h for h, r in results.items() if "test" in r} == evaluates
 
 
 def test_child_lost_while_running_is_recreated_under_the_same_name():
     spec, jobs = setup()
-    d = reconcile("exp", spec, jobs, {}, {}, now=0)
-    running = {j.hash: n for j, n in d.create}
-    lost = {}
-    d2 = reconcile("exp", spec, jobs, lost, d.status, now=1)
-    assert [(j.hash, n) for j, n in d2.create] == list(running.items())
+    d = step(spec, jobs, {}, {}, 0)
+    d2 = step(spec, jobs, d.records, {}, 1)
+    assert [(j.hash, n) for j, n in d2.create] == [(j.hash, n) for j, n in d.create]
 
 
-@pytest.mark.parametrize("conditions, expected", [
-    ([{"type": "Created", "status": "True"}, {"type": "Running", "status": "True"}], "Running"),
-    ([{"type": "Running", "status": "False"}, {"type": "Succeeded", "status": "True"}], "Succeeded"),
-    ([{"type": "Running", "status": "True"}, {"type": "Failed", "status": "True", "message": "m"}], "Failed"),
-    ([], ""),
+def test_a_job_that_cannot_start_fails_its_attempt_at_the_deadline_with_the_reason():
+    spec, jobs = setup(startDeadlineSeconds=60)
+    records = step(spec, jobs, {}, {}, 0).records
+    child = name(jobs[0].hash, 1)
+    waiting = Observed("Pending", reason="Unschedulable", message="0/3 nodes: insufficient nvidia.com/gpu")
+    d = step(spec, jobs, records, {child: waiting}, 30)
+    rec = d.records[jobs[0].hash]
+    assert rec["state"] == "Starting" and rec["reason"] == "Unschedulable" and d.requeue_after == 30
+    d = step(spec, jobs, d.records, {child: waiting}, 61)
+    rec = d.records[jobs[0].hash]
+    assert rec["state"] == "Backoff" and rec["reason"] == "StartDeadlineExceeded" and d.delete == [child]
+    assert "Unschedulable" in rec["message"] and "60s" in rec["message"]
+
+
+def test_time_queued_does_not_count_against_the_deadline_nor_as_a_failure():
+    spec, jobs = setup(startDeadlineSeconds=60)
+    records = step(spec, jobs, {}, {}, 0).records
+    child = name(jobs[0].hash, 1)
+    for now in (10, 500, 5000):
+        d = step(spec, jobs, records, {child: Observed("Queued", reason="Suspended")}, now)
+        records = d.records
+        assert records[jobs[0].hash]["state"] == "Queued" and not d.delete
+    d = step(spec, jobs, records, {child: Observed("Pending")}, 5010)
+    assert d.records[jobs[0].hash]["state"] == "Starting"
+    d = step(spec, jobs, d.records, {child: Observed("Pending")}, 5050)
+    assert d.records[jobs[0].hash]["state"] == "Starting", "the deadline counts from admission"
+
+
+def test_queued_children_count_against_the_concurrency_bound():
+    spec, jobs = setup(maxConcurrentJobs=2)
+    records = step(spec, jobs, {}, {}, 0).records
+    records = step(spec, jobs, records, succeeded(jobs, records), 1).records
+    active = {h: r for h, r in records.items() if r["state"] == "Starting"}
+    assert len(active) == 2
+    queued = {name(h, r["attempts"]): Observed("Queued") for h, r in active.items()}
+    d = step(spec, jobs, records, queued, 2)
+    assert d.create == []
+
+
+def test_the_next_attempt_waits_until_the_failed_attempts_pods_are_gone():
+    spec, jobs = setup(retries={"limit": 3, "backoffSeconds": 0})
+    records = step(spec, jobs, {}, {}, 0).records
+    first = name(jobs[0].hash, 1)
+    d = step(spec, jobs, records, {first: Observed("Failed", message="oom")}, 1)
+    assert d.delete == [first] and d.create == []
+    d = step(spec, jobs, d.records, {first: Observed("Terminating")}, 2)
+    assert d.create == [] and d.requeue_after is not None, "pods of attempt 1 still there: no attempt 2"
+    d = step(spec, jobs, d.records, {}, 3)
+    assert [(j.hash, n) for j, n in d.create] == [(jobs[0].hash, 2)]
+
+
+def test_rearm_restarts_failed_and_blocked_jobs_and_keeps_finished_ones():
+    spec, jobs = setup(baseline=False, retries={"limit": 0, "backoffSeconds": 0})
+    records = step(spec, jobs, {}, {}, 0).records
+    records = step(spec, jobs, records, succeeded(jobs, records), 1).records  # pretrain done
+    inter = next(j for j in jobs if j.phase == "intermediate")
+    d = step(spec, jobs, records, {name(inter.hash, 1): Observed("Failed", permanent=True, reason="BadInput")}, 2)
+    assert d.records[inter.hash]["state"] == "Failed"
+    assert {r["state"] for h, r in d.records.items() if h not in (inter.hash, jobs[0].hash)} == {"Blocked"}
+    d = step(spec, jobs, d.records, {}, 3, rearm=True)
+    assert d.records[jobs[0].hash]["state"] == "Succeeded", "finished jobs are kept"
+    assert [(j.hash, n) for j, n in d.create] == [(inter.hash, 1)]
+
+
+@pytest.mark.parametrize("conditions, pods, expected", [
+    ([{"type": "Created", "status": "True"}], [{"status": {"phase": "Running"}}] * 2, "Running"),
+    ([{"type": "Created", "status": "True"}], [{"status": {"phase": "Pending"}}], "Pending"),
+    ([{"type": "Suspended", "status": "True"}], [], "Queued"),
+    ([{"type": "Running", "status": "False"}, {"type": "Succeeded", "status": "True"}], [], "Succeeded"),
+    ([{"type": "Running", "status": "True"}, {"type": "Failed", "status": "True", "message": "m"}], [], "Failed"),
 ])
-def test_job_condition(conditions, expected):
-    assert job_condition({"status": {"conditions": conditions}})[0] == expected
+def test_pytorchjob_states(conditions, pods, expected):
+    child = {"status": {"conditions": conditions}, "spec": {"pytorchReplicaSpecs": {"Master": {"replicas": 1},
+                                                                                   "Worker": {"replicas": 1}}}}
+    assert pytorchjob.observe(child, pods).state == expected
 
 
-def experiment_object(**changes):
+def _pod(master, phase, terminated=None, waiting=None, scheduled=True):
+    state = {"terminated": terminated} if terminated else {"waiting": waiting} if waiting else {"running": {}}
+    labels = {"training.kubeflow.org/replica-type": "master" if master else "worker"}
+    conditions = [] if scheduled else [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                        "message": "0/2 nodes are available"}]
+    return {"metadata": {"labels": labels}, "status": {"phase": phase, "conditions": conditions,
+                                                        "containerStatuses": [{"name": "pytorch", "state": state}]}}
+
+
+def test_pytorchjob_outcomes_read_the_leader_and_exit_codes():
+    ok = {"status": {"conditions": [{"type": "Succeeded", "status": "True"}]}}
+    seen = pytorchjob.observe(ok, [_pod(False, "Succeeded", {"exitCode": 0, "message": "worker"}),
+                                   _pod(True, "Succeeded", {"exitCode": 0, "message": '{"jobHash": "x"}'})])
+    assert seen.summary == '{"jobHash": "x"}'
+    bad = {"status": {"conditions": [{"type": "Failed", "status": "True", "message": "PyTorchJob failed"}]}}
+    seen = pytorchjob.observe(bad, [_pod(True, "Failed", {"exitCode": 2, "message": "stilts_trainer: error: field"})])
+    assert seen.permanent and seen.reason == "BadInput" and seen.message == "stilts_trainer: error: field"
+    seen = pytorchjob.observe(bad, [_pod(True, "Failed", {"exitCode": 137, "message": ""})])
+    assert not seen.permanent and seen.reason == "Exit137" and seen.message == "PyTorchJob failed"
+    waiting = {"status": {"conditions": [{"type": "Created", "status": "True"}]},
+               "spec": {"pytorchReplicaSpecs": {"Master": {"replicas": 1}}}}
+    seen = pytorchjob.observe(waiting, [_pod(True, "Pending", scheduled=False)])
+    assert (seen.state, seen.reason) == ("Pending", "Unschedulable")
+    seen = pytorchjob.observe(waiting, [_pod(True, "Pending", waiting={"reason": "ImagePullBackOff", "message": "x"})])
+    assert (seen.state, seen.reason) == ("Pending", "ImagePullBackOff")
+
+
+def experiment_object(name="a-rather-long-experiment-name-for-names-x", uid="u-1", **changes):
     spec, _ = setup(**changes)
     return {"apiVersion": "stilts.dev/v1alpha1", "kind": "TransferExperiment",
-            "metadata": {"name": "a-rather-long-experiment-name-for-names-x", "namespace": "ns", "uid": "u-1"},
-            "spec": spec}
+            "metadata": {"name": name, "namespace": "ns", "uid": uid}, "spec": dump_spec(spec)}
 
 
-def test_child_names_are_deterministic_valid_and_short():
-    name = manifests.child_name("a-rather-long-experiment-name-for-names-x", "0123456789abcdef", 12)
-    assert name == manifests.child_name("a-rather-long-experiment-name-for-names-x", "0123456789abcdef", 12)
-    assert len(name) + len("-worker-63") <= 63 and name[0].isalpha() and name.endswith("-0123456789ab-12")
-    assert name != manifests.child_name("a-rather-long-experiment-name-for-names-x", "0123456789abcdef", 13)
+def test_child_names_are_deterministic_valid_short_and_unique_per_experiment():
+    a = manifests.prefix(experiment_object("paper-replication-dense-vs-moe-run1"), pytorchjob.BACKEND.max_name)
+    b = manifests.prefix(experiment_object("paper-replication-dense-vs-moe-run2"), pytorchjob.BACKEND.max_name)
+    again = manifests.prefix(experiment_object("paper-replication-dense-vs-moe-run1", uid="u-2"), 52)
+    assert len({a, b, again}) == 3, "same long prefix, same spec: names still differ (namespace, name, uid)"
+    name_ = manifests.child_name(a, "0123456789abcdef", 100)
+    assert name_ == manifests.child_name(a, "0123456789abcdef", 100)
+    assert len(name_) <= pytorchjob.BACKEND.max_name and name_[0].isalpha() and name_.endswith("-0123456789-100")
 
 
 def test_pytorchjob_manifest():
@@ -132,37 +258,56 @@ def test_pytorchjob_manifest():
                             hfTokenSecret="hf", scheduling={"nodeSelector": {"gpu": "h100"},
                                                             "tolerations": [{"key": "gpu", "operator": "Exists",
                                                                              "effect": "NoSchedule"}],
-                                                            "priorityClassName": "research"})
+                                                            "priorityClassName": "research"},
+                            training={"target": {"microBatchSize": 2}, "intermediate": {"microBatchSize": 2},
+                                      "pretrain": {"microBatchSize": 4}})
     job = next(j for j in plan(parse_spec(exp["spec"])) if j.phase == "target")
-    pj = manifests.pytorchjob(exp, job, 1)
+    child = manifests.child_name(manifests.prefix(exp, 52), job.hash, 1)
+    template = manifests.pod_template(exp, job, 1, child, "pytorch")
+    pj = pytorchjob.manifest(exp, job, 1, child, template, manifests.metadata(exp, child, job, 1))
     replicas = pj["spec"]["pytorchReplicaSpecs"]
     assert replicas["Master"]["replicas"] == 1 and replicas["Worker"]["replicas"] == 1
-    assert pj["spec"]["nprocPerNode"] == "8" and pj["spec"]["runPolicy"]["backoffLimit"] == 0
+    assert pj["spec"]["nprocPerNode"] == "8" and "backoffLimit" not in pj["spec"]["runPolicy"]
+    assert pj["spec"]["runPolicy"]["suspend"] is False
     pod = replicas["Worker"]["template"]["spec"]
     c = pod["containers"][0]
     assert c["name"] == "pytorch" and c["resources"]["limits"]["nvidia.com/gpu"] == "8"
+    assert c["resources"]["requests"] == {"cpu": "32", "memory": "128Gi", "nvidia.com/gpu": "8"}
     assert c["command"][:3] == ["torchrun", "-m", "stilts_trainer"]
     assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "HF_TOKEN"}}} in c["env"]
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
     assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] != 0
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
+    assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "8Gi"}
     assert {v["name"] for v in pod["volumes"]} == {"workspace", "dshm", "job"}
     assert pod["nodeSelector"] == {"gpu": "h100"} and pod["priorityClassName"] == "research"
     assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
     labels = pj["metadata"]["labels"]
     assert labels["stilts.dev/experiment"] == exp["metadata"]["name"] and labels["stilts.dev/job-hash"] == job.hash
+    assert labels["stilts.dev/experiment-uid"] == "u-1" and labels["stilts.dev/attempt"] == "1"
     assert pj["metadata"]["ownerReferences"][0]["uid"] == "u-1"
-    body = json.loads(manifests.config_map(exp, job, 1)["data"]["job.json"])
+    body = json.loads(manifests.config_map(exp, job, 1, child)["data"]["job.json"])
     assert body["output"] == f"/workspace/{exp['metadata']['name']}/{job.hash}"
     assert body["parent"].endswith(job.parent)
+
+
+def test_a_queue_name_labels_every_child_and_suspends_it_until_admitted():
+    exp = experiment_object(scheduling={"queueName": "team-gpus"})
+    job = plan(parse_spec(exp["spec"]))[0]
+    meta = manifests.metadata(exp, "c", job, 1)
+    assert meta["labels"]["kueue.x-k8s.io/queue-name"] == "team-gpus"
+    pj = pytorchjob.manifest(exp, job, 1, "c", manifests.pod_template(exp, job, 1, "c", "pytorch"), meta)
+    assert pj["spec"]["runPolicy"]["suspend"] is True
 
 
 def test_trainer_accepts_every_rendered_job_json(tmp_path):
     from stilts_trainer.job import parse
     exp = experiment_object()
     for job in plan(parse_spec(exp["spec"])):
-        body = json.loads(manifests.config_map(exp, job, 1)["data"]["job.json"])
+        body = json.loads(manifests.config_map(exp, job, 1, "c")["data"]["job.json"])
         if body["parent"]:
             parent = tmp_path / job.parent
             parent.mkdir(exist_ok=True)

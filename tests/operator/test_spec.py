@@ -52,7 +52,7 @@ def test_paper_defaults():
      "set dataDir"),
     ({"backbones": [{"name": "a", "model": "m"}, {"name": "a", "model": "n"}]}, "names must be unique"),
     ({"backbones": [{"name": "Bad_Name", "model": "m"}]}, "spec.backbones[0].name"),
-    ({"backbones": [{"name": "a", "model": "m", "moe": {"experts": 4}}]}, "only for architecture: moe"),
+    ({"backbones": [{"name": "a", "model": "m", "moe": {"experts": 8}}]}, "only for architecture: moe"),
     ({"backbones": [{"name": "a", "model": "m", "architecture": "moe", "gpusPerWorker": 8,
                      "moe": {"experts": 6, "expertParallelSize": 4}}]}, "must divide moe.experts"),
     ({"backbones": [{"name": "a", "model": "m", "architecture": "moe", "workers": 1, "gpusPerWorker": 2,
@@ -73,16 +73,11 @@ def test_bad_metadata_and_kind():
     assert "apiVersion/kind" in error(doc)
 
 
-def test_operator_lists_match_the_trainer_registry():
-    from stilts_trainer import synthetic, tasks
-    trainable = {n for n in tasks.names() if len(tasks.get(n).languages) == 1}
-    assert set(S.INTERMEDIATE_TASKS) == trainable
-    def reads(name, check):
-        task = tasks.get(name)
-        return any(check(tasks.get(m)) for m in task.members or (name,))
-    assert set(S.SPAN_TASKS) == {n for n in trainable if reads(n, lambda t: t.format == "span")}
-    assert set(S.LOCAL_DATA_TASKS) == {n for n in trainable if reads(n, lambda t: t.local is not None)}
-    assert S.MULTITASK in trainable and tasks.get(S.MULTITASK).members
-    assert S.XNLI_LANGUAGES == synthetic.XNLI_LANGUAGES
-    from stilts_trainer.job import TINY_MODELS
-    assert S.TINY_MODELS == TINY_MODELS
+def test_trainer_registry_is_the_contracts_catalogue():
+    """Task traits are defined once (stilts_contract.tasks); the trainer registers data for exactly those."""
+    from stilts_contract import tasks as contract
+    from stilts_trainer import formats, tasks
+    assert set(tasks.names()) == set(contract.TASKS)
+    assert set(S.INTERMEDIATE_TASKS) == {n for n in tasks.names() if not tasks.get(n).traits.evaluation_only}
+    for name in tasks.names():
+        assert tasks.get(name).format in formats.NAMES + (contract.MULTITASK,)

@@ -7,8 +7,8 @@ import tempfile
 
 import torch
 
-from stilts_trainer import engine, model, moe, synthetic
-from stilts_trainer.job import Backbone, MoE
+from stilts_trainer import backbones, engine, model, moe, synthetic
+from stilts_trainer.job import BackboneRef as Backbone, MoE
 
 
 def main() -> None:
@@ -17,7 +17,7 @@ def main() -> None:
     torch.manual_seed(0)
     directory = tempfile.mkdtemp()
     model.tiny_mlm("stilts/tiny-xlmr", tok).save_pretrained(directory)
-    dense = model.load_encoder(directory).eval()
+    dense = backbones.dense.encoder(directory, None, 1).eval()
     batch = tok(["the red cat sees the dog near the house", "the dog"], padding=True, return_tensors="pt")
     out = {}
     for k in (1, 2):
@@ -34,9 +34,9 @@ def main() -> None:
             for layer in moe.moe_layers(up) for e in layer.moe.deepspeed_moe.experts.deepspeed_experts)
     # The training loss includes the load-balancing loss.
     settings = MoE(experts=4, topK=2, everyNLayers=2, expertParallelSize=1, auxLossWeight=0.5)
-    clf = model.TaskModel(model.build_encoder(directory, Backbone(name="m", model="x", architecture="moe",
-                                                                  moe=settings), 1),
-                          [model.HeadSpec("mnli", "classification", ("e", "n", "c"))], 0.5)
+    backbone = Backbone(name="m", model="x", architecture="moe", moe=settings)
+    clf = model.TaskModel(model.build_encoder(directory, backbone, 1),
+                          [model.HeadSpec("mnli", "classification", ("e", "n", "c"))], model.aux_loss(backbone))
     moe.attach_groups(clf)
     clf.train()
     labels = torch.tensor([0, 1])

@@ -94,13 +94,14 @@ def test_hub_dataset_with_the_wrong_schema_fails_naming_the_field(tmp_path):
 
 @contextlib.contextmanager
 def variant(name: str, records: list[dict]):
-    """Task `name` registered for a moment as `<name>_bad`, serving `records` as its synthetic data."""
+    """Task `name` serving `records` as its synthetic data for a moment."""
+    import dataclasses
     task = tasks.get(name)
-    tasks.register(tasks.Task(**{**task.__dict__, "name": f"{name}_bad", "synthetic": lambda *_: records}))
+    tasks.register(dataclasses.replace(task, synthetic=lambda *_: records))
     try:
-        yield f"{name}_bad"
+        yield name
     finally:
-        tasks._REGISTRY.pop(f"{name}_bad")
+        tasks.register(task)
 
 
 def test_out_of_range_label_is_refused():
@@ -180,3 +181,35 @@ def test_synthetic_records_load_through_the_hub_loader_unchanged(name, tmp_path)
     got = data.load_examples(name, "dev", "hub", 1, mirror=str(tmp_path), cache_dir=str(tmp_path / "cache"))
     expected = data.load_examples(name, "dev", "synthetic", 1)[:30]
     assert got == expected * len(task.hub["dev"])
+
+
+def test_cosmosqa_reads_the_hubs_parquet_export_layout(tmp_path):
+    """allenai/cosmos_qa ships a loading script (refused by datasets >= 4); the hub's parquet export on
+    refs/convert/parquet holds <config>/<split>/NNNN.parquet and no README. A mirror of that branch loads."""
+    import datasets
+    task = tasks.get("cosmosqa")
+    assert all(s.revision == "refs/convert/parquet" for splits in task.hub.values() for s in splits)
+    root = tmp_path / "datasets" / "allenai" / "cosmos_qa" / "default"
+    for split, rows in (("train", task.synthetic("train", 1, "en")[:30]),
+                        ("validation", task.synthetic("dev", 1, "en")[:10])):
+        (root / split).mkdir(parents=True)
+        datasets.Dataset.from_list(rows).to_parquet(str(root / split / "0000.parquet"))
+    got = data.load_examples("cosmosqa", "dev", "hub", 1, mirror=str(tmp_path), cache_dir=str(tmp_path / "c"))
+    assert len(got) == 10 and len(got[0]["choices"]) == 4
+
+
+def test_a_dataset_that_cannot_be_loaded_is_one_line_naming_it(tmp_path):
+    with pytest.raises(data.DataError) as info:
+        data.load_examples("sst2", "train", "hub", 1, mirror=str(tmp_path), cache_dir=str(tmp_path / "c"))
+    line = str(info.value)
+    assert "\n" not in line and line.startswith("nyu-mll/glue (sst2, train) could not be loaded:"), line
+
+
+def test_network_failures_are_worth_retrying_and_missing_data_is_not():
+    import requests
+    err = RuntimeError("boom")
+    err.__cause__ = requests.exceptions.ConnectionError("connection reset")
+    assert data._transient(err)
+    response = type("R", (), {"status_code": 503})()
+    assert data._transient(type("HTTPError", (Exception,), {"response": response})())
+    assert not data._transient(FileNotFoundError("no such dataset"))

@@ -5,7 +5,7 @@ import collections
 import pytest
 import torch
 
-from stilts_trainer import data, formats, model, sampling, synthetic, tasks
+from stilts_trainer import backbones, data, formats, model, sampling, synthetic, tasks
 from stilts_trainer.formats import span, tagging
 from stilts_trainer.job import Hyperparameters
 
@@ -129,7 +129,7 @@ def test_every_head_learns_on_a_shared_encoder(pretrained):
     head's loss falls."""
     torch.manual_seed(0)
     tokenizer = model.load_tokenizer(str(pretrained / "model"))
-    encoder = model.load_encoder(str(pretrained / "model"))
+    encoder = backbones.dense.encoder(str(pretrained / "model"), None, 1)
     members = tasks.get("multitask").members
     batches, heads = {}, []
     for name in members:

@@ -46,9 +46,9 @@ def test_loss_includes_weighted_aux_loss_and_load_is_reported(checks):
 
 
 @pytest.mark.parametrize("backbone, message", [
-    ({**MOE, "moe": {**MOE["moe"], "topK": 2, "experts": 1, "expertParallelSize": 1}}, "topK (2) cannot exceed experts (1)"),
-    ({**MOE, "moe": {**MOE["moe"], "expertParallelSize": 3}}, "must divide experts"),
-    ({**MOE, "architecture": "dense"}, "moe settings given for a dense backbone"),
+    ({**MOE, "moe": {**MOE["moe"], "topK": 2, "experts": 1, "expertParallelSize": 1}}, "moe.topK (2) cannot exceed moe.experts (1)"),
+    ({**MOE, "moe": {**MOE["moe"], "expertParallelSize": 3}}, "must divide moe.experts"),
+    ({**MOE, "architecture": "dense"}, "moe settings are only for architecture: moe"),
 ])
 def test_bad_moe_settings_fail_before_training(tmp_path, backbone, message):
     with pytest.raises(JobError, match=re.escape(message)):
@@ -59,7 +59,7 @@ def test_bad_moe_settings_fail_before_training(tmp_path, backbone, message):
 def test_expert_parallel_size_that_does_not_divide_world_is_refused(tmp_path, pretrained):
     job = job_body("target", tmp_path / "t", pretrained, task="mnli", backbone=MOE, hyperparameters=SMALL)
     r = run_trainer(job, tmp_path)  # 1 process, ep=2
-    assert r.returncode == 2 and "expertParallelSize (2) must divide the world size (1)" in r.stderr
+    assert r.returncode == 2 and "expertParallelSize (2) must divide the job's world size (1 " in r.stderr
     assert not (tmp_path / "t" / "COMPLETE").exists()
 
 

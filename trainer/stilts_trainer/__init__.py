@@ -1,3 +1,1 @@
-"""stilts trainer: one phase of one STILTs run (see DESIGN.md, trainer contract)."""
-
-__version__ = "0.1.0"
+"""stilts trainer: one phase of one STILTs run, as job.json describes it (see docs/architecture.md)."""

@@ -1,6 +1,7 @@
 """`python -m stilts_trainer --job job.json` runs one phase; `python -m stilts_trainer tasks` lists tasks.
 
-Exit codes: 0 when COMPLETE is written, 2 for bad input (one line naming the field), 1 otherwise.
+Exit codes (stilts_contract.names.Exit): 0 when COMPLETE is written, 2 for bad input (one line naming the
+field; executors never retry it), 1 otherwise.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import argparse
 import logging
 import os
 import sys
+
+from stilts_contract.names import Exit
 
 
 def _quiet_libraries() -> None:
@@ -46,26 +49,58 @@ def main(argv: list[str] | None = None) -> int:
         return list_tasks()
     if not args.job:
         parser.error("--job is required (the path of a job.json)")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s rank" + os.environ.get("RANK", "0")
-                        + " %(levelname)s %(message)s")
+    fmt = "%(asctime)s rank" + os.environ.get("RANK", "0") + " %(levelname)s %(message)s"
+    logging.basicConfig(level=logging.INFO, format=fmt)
+    keep_log(fmt)
     from .job import JobError, load
 
     try:
         job = load(args.job)
     except JobError as err:
-        print(f"stilts_trainer: error: {err}", file=sys.stderr)
-        return 2
+        return bad_input(err)
     _quiet_libraries()
-    from .data import DataError
+    from .data import DataError, HubUnavailable
     from .phases import run
 
     try:
         summary = run(job)
-    except (DataError, ValueError) as err:
+    except HubUnavailable as err:  # one line, and worth retrying
         print(f"stilts_trainer: error: {err}", file=sys.stderr)
-        return 2
+        return Exit.FAILED
+    except (DataError, ValueError) as err:
+        return bad_input(err)
     logging.getLogger("stilts_trainer").info("done: %s", summary)
-    return 0
+    return Exit.OK
+
+
+def keep_log(fmt: str) -> None:
+    """On a cluster, rank 0 also appends its log to the job's directory on the shared volume
+    (STILTS_LOG_FILE), so `stilts logs` can read a failed attempt's log after its pod is gone."""
+    path = os.environ.get("STILTS_LOG_FILE")
+    if not path or os.environ.get("RANK", "0") != "0":
+        return
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        handler = logging.FileHandler(path)
+    except OSError as err:  # a read-only or missing volume must not stop training; the pod log remains
+        logging.getLogger("stilts_trainer").warning("cannot keep the log in %s: %s", path, err)
+        return
+    handler.setFormatter(logging.Formatter(fmt))
+    logging.getLogger().addHandler(handler)
+    attempt = os.environ.get("STILTS_ATTEMPT", "?")
+    logging.getLogger("stilts_trainer").info("=== attempt %s, pod %s", attempt, os.environ.get("HOSTNAME", "?"))
+
+
+def bad_input(err: Exception) -> int:
+    """One line naming the field, on stderr and, in a pod, as the termination message the operator
+    shows in the experiment's status."""
+    line = f"stilts_trainer: error: {err}"
+    print(line, file=sys.stderr)
+    from .checkpoint import write_termination_message
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        write_termination_message(line)
+    return Exit.BAD_INPUT
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ import os
 import shutil
 from pathlib import Path
 
-COMPLETE = "COMPLETE"
+from stilts_contract.names import COMPLETE
+
 COMMITTED = "COMMITTED"
 
 
@@ -59,3 +60,11 @@ def replace_dir(src: Path, dst: Path) -> None:
     os.replace(src, dst)
     if old.exists():
         shutil.rmtree(old)
+
+
+def write_termination_message(text: str) -> None:
+    """In a pod, what the operator reads of a finished container (Kubernetes keeps 4096 bytes):
+    the job's summary on success, the one-line reason on bad input."""
+    path = Path(os.environ.get("STILTS_TERMINATION_LOG", "/dev/termination-log"))
+    if path.exists():
+        path.write_text(text[:4096])

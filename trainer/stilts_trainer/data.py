@@ -14,13 +14,49 @@ import random
 from dataclasses import dataclass
 
 import torch
+from stilts_contract import rules
 
 from . import formats, tasks
 from .tasks import Task
 
 
 class DataError(ValueError):
-    """The data does not match the task's schema; the message names the field."""
+    """The data cannot be used as it is (missing, wrong schema); the message names the dataset or
+    field. Retrying cannot help: the trainer exits 2."""
+
+
+class HubUnavailable(RuntimeError):
+    """The hub (or the network to it) failed for now; retrying may help: the trainer exits 1."""
+
+
+def _transient(err: BaseException) -> bool:
+    """Connection trouble, timeouts, rate limits and server errors pass; everything else will not."""
+    while err is not None:
+        name = type(err).__name__
+        if isinstance(err, (ConnectionError, TimeoutError)) or "Timeout" in name or "Connect" in name:
+            return True
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        if isinstance(status, int) and (status >= 500 or status == 429):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def load_hub_split(source, mirror: str, cache_dir: str):
+    """One hub dataset split; any failure becomes one line naming the dataset, config, split and revision."""
+    import datasets
+
+    where = f"{source.dataset} ({source.config or 'default'}, {source.split}" + \
+        (f", revision {source.revision})" if source.revision else ")")
+    try:
+        return datasets.load_dataset(hub_dataset_path(source.dataset, mirror), source.config, split=source.split,
+                                     revision=None if mirror else source.revision, cache_dir=cache_dir or None)
+    except Exception as err:  # noqa: BLE001 - datasets raises many kinds; each becomes one line
+        reason = (str(err).strip().splitlines() or [""])[0][:300]
+        line = f"{where} could not be loaded: {type(err).__name__}: {reason}"
+        if _transient(err):
+            raise HubUnavailable(line) from None
+        raise DataError(line) from None
 
 
 def hub_dataset_path(dataset: str, mirror: str) -> str:
@@ -28,8 +64,6 @@ def hub_dataset_path(dataset: str, mirror: str) -> str:
 
 
 def _hub_records(task: Task, split: str, language: str, mirror: str, cache_dir: str) -> list[dict]:
-    import datasets
-
     sources = task.hub.get(split)
     if not sources:
         raise DataError(f"task {task.name} has no {split} split on the hub (has: {', '.join(task.hub)})")
@@ -37,8 +71,7 @@ def _hub_records(task: Task, split: str, language: str, mirror: str, cache_dir: 
         sources = tuple(s for s in sources if s.config == language)
     records: list[dict] = []
     for source in sources:
-        ds = datasets.load_dataset(hub_dataset_path(source.dataset, mirror), source.config, split=source.split,
-                                   cache_dir=cache_dir or None)
+        ds = load_hub_split(source, mirror, cache_dir)
         missing = [f for f in task.fields if f not in ds.column_names]
         if missing:
             raise DataError(f"{source.dataset} ({source.config or 'default'}, {source.split}) lacks field "
@@ -53,7 +86,7 @@ def _local_records(task: Task, split: str, data_dir: str) -> list[dict]:
         raise DataError(f"dataDir: task {task.name} reads local files ({task.local.layout}); set dataDir to the "
                         f"directory holding {task.local.directory}/")
     try:
-        return task.local.read(split, os.path.join(data_dir, task.local.directory))
+        return task.read_local(split, os.path.join(data_dir, task.local.directory))
     except (FileNotFoundError, ValueError) as err:
         raise DataError(f"dataDir: task {task.name}: {err}") from None
 
@@ -149,10 +182,10 @@ class Schedule:
 
 
 def schedule(num_examples: int, batch_size: int, micro_batch: int, world: int) -> Schedule:
+    problem = rules.batch_fits_world(batch_size, micro_batch, world)
+    if problem:
+        raise ValueError(f"hyperparameters.{problem}")
     per_step = micro_batch * world
-    if batch_size % per_step:
-        raise ValueError(f"hyperparameters.batchSize ({batch_size}) must be a multiple of microBatchSize x world "
-                         f"size ({micro_batch} x {world} = {per_step}); change batchSize or microBatchSize")
     accumulation = batch_size // per_step
     micro = num_examples // per_step
     micro -= micro % accumulation

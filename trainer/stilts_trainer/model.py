@@ -19,7 +19,9 @@ from torch import nn
 
 from dataclasses import asdict, dataclass
 
-from . import formats, moe
+from stilts_contract.names import TINY_MAX_SEQ_LENGTH
+
+from . import backbones, formats, moe
 from transformers import (AutoTokenizer, PreTrainedTokenizerFast, XLMRobertaConfig,
                           XLMRobertaForMaskedLM, XLMRobertaModel)
 
@@ -30,7 +32,7 @@ TINY_CONFIGS = {
 }
 TINY_VOCAB = 3000
 HEADS_FILE, HEADS_WEIGHTS = "heads.json", "heads.pt"  # written beside the encoder; later phases drop them
-TINY_MAX_POSITIONS = 130
+TINY_MAX_POSITIONS = TINY_MAX_SEQ_LENGTH + 2  # XLM-R offsets positions by the padding index + 1
 
 
 def hub_path(model_id: str, mirror: str) -> str:
@@ -71,22 +73,14 @@ def load_tokenizer(source: str):
     return AutoTokenizer.from_pretrained(source)
 
 
-def load_mlm(source: str) -> XLMRobertaForMaskedLM:
-    return XLMRobertaForMaskedLM.from_pretrained(source)
-
-
-def load_encoder(source: str) -> XLMRobertaModel:
-    return XLMRobertaModel.from_pretrained(source, add_pooling_layer=False)
-
-
-def _add_aux(out: dict, module: nn.Module, weight: float) -> dict:
-    """MoE models: total loss = task loss + weight x load-balancing loss (summed over MoE layers)."""
-    aux = moe.aux_loss(module) if weight is not None else None
-    if aux is not None:
-        out["aux_loss"] = aux
+def _add_aux(out: dict, module: nn.Module, aux) -> dict:
+    """Architectures with an auxiliary loss (MoE: load balancing): total = task loss + weight x aux."""
+    value = aux[0](module) if aux is not None else None
+    if value is not None:
+        out["aux_loss"] = value
         if "loss" in out:
             out["task_loss"] = out["loss"].detach()
-            out["loss"] = out["loss"] + weight * aux
+            out["loss"] = out["loss"] + aux[1] * value
     return out
 
 
@@ -102,14 +96,14 @@ class TaskModel(nn.Module):
     """The encoder with one head per task (one for single-task phases, nine for `multitask`).
     Multiple-choice inputs (examples x choices x tokens) go through the encoder as one row per choice."""
 
-    def __init__(self, encoder: XLMRobertaModel, heads: list[HeadSpec], aux_loss_weight: float | None = None):
+    def __init__(self, encoder: XLMRobertaModel, heads: list[HeadSpec], aux=None):
         super().__init__()
         self.encoder = encoder
         cfg = encoder.config
         self.specs = {h.task: h for h in heads}
         self.heads = nn.ModuleDict({h.task: formats.get(h.format).Head(cfg.hidden_size, len(h.labels),
                                                                        cfg.hidden_dropout_prob) for h in heads})
-        self.aux_loss_weight = aux_loss_weight
+        self.aux = aux  # (loss function, weight), from aux_loss(backbone)
 
     def forward(self, input_ids, attention_mask, task: str | None = None, **targets) -> dict:
         if task is None:
@@ -123,20 +117,20 @@ class TaskModel(nn.Module):
         out = {"logits": logits}
         if targets:
             out["loss"] = formats.get(self.specs[task].format).loss(logits, targets)
-        return _add_aux(out, self.encoder, self.aux_loss_weight)
+        return _add_aux(out, self.encoder, self.aux)
 
 
 class MaskedLM(nn.Module):
     """Wraps XLMRobertaForMaskedLM so every phase's model returns the same dict."""
 
-    def __init__(self, mlm: XLMRobertaForMaskedLM, aux_loss_weight: float | None = None):
+    def __init__(self, mlm: XLMRobertaForMaskedLM, aux=None):
         super().__init__()
         self.mlm = mlm
-        self.aux_loss_weight = aux_loss_weight
+        self.aux = aux  # (loss function, weight), from aux_loss(backbone)
 
     def forward(self, input_ids, attention_mask, labels=None, task=None) -> dict:
         out = self.mlm(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
-        return _add_aux({"loss": out.loss, "logits": out.logits}, self.mlm, self.aux_loss_weight)
+        return _add_aux({"loss": out.loss, "logits": out.logits}, self.mlm, self.aux)
 
 
 def encoder_of(model: nn.Module) -> nn.Module:
@@ -144,53 +138,29 @@ def encoder_of(model: nn.Module) -> nn.Module:
     return model.mlm if isinstance(model, MaskedLM) else model.encoder
 
 
-# -- building a phase's model from its source (dense or MoE) -----------------------------------------
+# -- building a phase's model from its source (backbones/ knows each architecture) ---------------------
 
 def build_encoder(source: str, backbone, world: int, training: bool = True) -> XLMRobertaModel:
-    """The encoder for this job: dense as stored, or MoE (upcycled from a dense source, or loaded)."""
-    if backbone.architecture == "dense":
-        if moe.is_moe_checkpoint(source):
-            raise ValueError("backbone.architecture: the parent is an MoE checkpoint; use architecture: moe")
-        return load_encoder(source)
-    ep = moe.effective_ep_size(backbone.moe, world, training)
-    if moe.is_moe_checkpoint(source):
-        encoder = XLMRobertaModel(XLMRobertaConfig.from_pretrained(source), add_pooling_layer=False)
-        moe.upcycle(encoder, backbone.moe, ep)
-        moe.load_state(encoder, source, prefix_from="roberta.", drop_prefix="lm_head.")
-        return encoder
-    encoder = load_encoder(source)
-    moe.upcycle(encoder, backbone.moe, ep)
-    return encoder
+    """The encoder for this job, built by its architecture (dense as stored, MoE upcycled or loaded)."""
+    return backbones.get(backbone.architecture).encoder(source, backbone, world, training)
 
 
 def build_mlm(source: str, backbone, world: int) -> XLMRobertaForMaskedLM:
-    if backbone.architecture == "dense":
-        return load_mlm(source)
-    ep = moe.effective_ep_size(backbone.moe, world)
-    if moe.is_moe_checkpoint(source):
-        mlm = XLMRobertaForMaskedLM(XLMRobertaConfig.from_pretrained(source))
-        moe.upcycle(mlm.roberta, backbone.moe, ep)
-        moe.load_state(mlm, source)
-        return mlm
-    mlm = load_mlm(source)
-    moe.upcycle(mlm.roberta, backbone.moe, ep)
-    return mlm
+    return backbones.get(backbone.architecture).mlm(source, backbone, world)
 
 
-def aux_weight(backbone) -> float | None:
-    return backbone.moe.aux_loss_weight if backbone.architecture == "moe" else None
+def aux_loss(backbone):
+    """(loss function, weight) of the architecture's auxiliary loss, or None."""
+    arch = backbones.get(backbone.architecture)
+    weight = arch.aux_weight(backbone)
+    return None if weight is None else (arch.aux_loss, weight)
 
 
 def save_model(model: nn.Module, tokenizer, directory: Path, backbone, is_main: bool) -> None:
     """Write the inheritable model (masked-LM after pretrain, encoder otherwise), its tokenizer and,
-    for classifiers, the head (used by `evaluate`, dropped by later training phases).
+    for classifiers, the heads (used by `evaluate`, dropped by later training phases).
     Called on every rank: MoE experts are spread over ranks."""
-    inheritable = encoder_of(model)
-    if backbone.architecture == "moe":
-        layers = moe.layer_indices(inheritable.config.num_hidden_layers, backbone.moe)
-        moe.save(inheritable, directory, backbone.moe.model_dump(by_alias=True), layers, is_main)
-    elif is_main:
-        inheritable.save_pretrained(directory)
+    backbones.get(backbone.architecture).save(encoder_of(model), directory, backbone, is_main)
     if is_main:
         tokenizer.save_pretrained(directory)
         if isinstance(model, TaskModel):

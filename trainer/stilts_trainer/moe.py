@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from stilts_contract import rules
 from torch import nn
 
 log = logging.getLogger("stilts_trainer")
@@ -84,9 +85,9 @@ def effective_ep_size(settings, world: int, training: bool = True) -> int:
     """Training uses the configured expert-parallel size, which must divide the world size.
     Evaluation takes the largest size that fits (e.g. 1 when evaluating with one process):
     checkpoints load at any size."""
-    if training and world % settings.expert_parallel_size:
-        raise ValueError(f"backbone.moe.expertParallelSize ({settings.expert_parallel_size}) must divide the "
-                         f"world size ({world}); launch a multiple of it or lower expertParallelSize")
+    problem = rules.ep_divides_world(settings.expert_parallel_size, world) if training else None
+    if problem:
+        raise ValueError(f"backbone.{problem}")
     ep = math.gcd(settings.expert_parallel_size, world)
     if ep != settings.expert_parallel_size:
         log.info("expert-parallel size %d does not fit world size %d; using %d", settings.expert_parallel_size,

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from stilts_contract import summary as summaries
+from stilts_contract.names import COMPLETE, TINY_MODELS
 
-from . import data, engine, formats, model, sampling, synthetic, tasks
+from . import backbones, data, engine, formats, model, sampling, synthetic, tasks
 from .formats import tagging
 from .sampling import TrainingSet
-from .checkpoint import is_complete, mark_complete, write_json_atomic
-from .job import TINY_MODELS, Job, dump
+from .checkpoint import is_complete, mark_complete, write_json_atomic, write_termination_message
+from .job import Job, dump
 from .metrics import TrainerMetrics
 
 log = logging.getLogger("stilts_trainer")
@@ -57,14 +59,14 @@ def prefetch(job: Job, ctx: engine.Context) -> dict:
             if model_id in TINY_MODELS:
                 continue
             model.load_tokenizer(model.hub_path(model_id, job.mirror))
-            model.load_mlm(model.hub_path(model_id, job.mirror))
+            backbones.dense.mlm(model.hub_path(model_id, job.mirror), None, 1)
             fetched.append(model_id)
         for name in tasks.expand(job.prefetch.tasks):
             task = tasks.get(name)
             for split in task.splits:
                 for language in task.languages:
-                    data.load_examples(name, split, "hub", job.seed, language, job.mirror, job.cache_dir,
-                                       data_dir=job.data_dir)
+                    data.load_examples(name, split, "hub", 0, language, job.mirror, job.cache_dir,
+                                       data_dir=job.data_dir)  # hub data has no seed
             fetched.append(name)
     dist.barrier()
     return {"fetched": fetched}
@@ -106,7 +108,7 @@ def pretrain(job: Job, ctx: engine.Context) -> dict:
         mlm = model.tiny_mlm(job.backbone.model, tokenizer)
     items = [{"input_ids": ids} for ids in tokenizer(corpus, truncation=True,
                                                          max_length=job.hyperparameters.max_seq_length)["input_ids"]]
-    module = model.MaskedLM(mlm, model.aux_weight(job.backbone))
+    module = model.MaskedLM(mlm, model.aux_loss(job.backbone))
     metrics = _metrics(job, ctx)
     state = engine.train(
         job, ctx, module, TrainingSet({"mlm": items}, {"mlm": data.collate_tokens}), tokenizer.pad_token_id,
@@ -171,7 +173,7 @@ def finetune(job: Job, ctx: engine.Context) -> dict:
     torch.manual_seed(job.seed)
     heads = [model.HeadSpec(name, td.task.format, td.labels) for name, td in members.items()]
     module = model.TaskModel(model.build_encoder(source, job.backbone, ctx.world), heads,
-                             model.aux_weight(job.backbone))
+                             model.aux_loss(job.backbone))
     weights = None
     if task.members:
         weights = sampling.mix_weights({n: td.train_examples for n, td in members.items()}, hp.multitask_temperature,
@@ -244,17 +246,15 @@ PHASES = {"prefetch": prefetch, "pretrain": pretrain, "intermediate": finetune, 
           "evaluate": evaluate}
 
 
-def termination_log_path() -> Path | None:
-    path = Path(os.environ.get("STILTS_TERMINATION_LOG", "/dev/termination-log"))
-    return path if path.exists() else None
-
-
 def run(job: Job) -> dict:
-    """Run one job to its COMPLETE marker; a finished job returns its summary without running again."""
+    """Run one job to its COMPLETE marker. A finished job is not run again: it re-emits its summary
+    (a rerun on a cluster must still tell the operator what it found)."""
     out = Path(job.output)
     if is_complete(out):
-        summary = json.loads((out / "COMPLETE").read_text())
+        summary = json.loads((out / COMPLETE).read_text())
         log.info("%s already complete", out)
+        if int(os.environ.get("RANK", "0")) == 0:
+            write_termination_message(summaries.encode(summary))
         return summary
     ctx = engine.init_distributed()
     if ctx.is_main:
@@ -271,9 +271,6 @@ def run(job: Job) -> dict:
         write_json_atomic(out / "metrics.json", result)
         mark_complete(out, summary)
         shutil.rmtree(out / "checkpoints", ignore_errors=True)  # only a finished job's output is ever read
-        path = termination_log_path()
-        if path:
-            # Kubernetes keeps 4096 bytes of it: the compact summary, no history.
-            path.write_text(json.dumps(summary, separators=(",", ":"))[:4096])
+        write_termination_message(summaries.encode(summary))
     dist.barrier()
     return summary

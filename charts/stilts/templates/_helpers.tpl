@@ -32,25 +32,36 @@ app.kubernetes.io/component: operator
 {{- end -}}
 {{- end -}}
 
+{{/* The job backend's resource: group, plural, the leader pod's label. */}}
+{{- define "stilts.backendGroup" -}}
+{{- if eq .Values.jobBackend "trainjob" }}trainer.kubeflow.org{{ else }}kubeflow.org{{ end -}}
+{{- end -}}
+{{- define "stilts.backendPlural" -}}
+{{- if eq .Values.jobBackend "trainjob" }}trainjobs{{ else }}pytorchjobs{{ end -}}
+{{- end -}}
+
 {{/* The rules the operator needs in a namespace it watches. tests/chart checks them against the
-     API calls in operator/stilts/operator.py. */}}
+     API calls in operator/stilts/operator.py, for each job backend. */}}
 {{- define "stilts.namespacedRules" -}}
 - apiGroups: ["stilts.dev"]
   resources: ["transferexperiments"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["stilts.dev"]
   resources: ["transferexperiments/status"]
   verbs: ["patch"]
-- apiGroups: ["kubeflow.org"]
-  resources: ["pytorchjobs"]
-  verbs: ["list", "watch", "create", "delete"]
+- apiGroups: [{{ include "stilts.backendGroup" . | quote }}]
+  resources: [{{ include "stilts.backendPlural" . | quote }}]
+  verbs: ["get", "list", "watch", "create", "delete"]
 - apiGroups: [""]
-  resources: ["configmaps", "persistentvolumeclaims"]
+  resources: ["configmaps"]
+  verbs: ["get", "create", "update", "patch"]
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
   verbs: ["create"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "list"]
 {{- end -}}

@@ -10,7 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-MULTITASK = "multitask"  # the format of a task that is a mix of other tasks
+from stilts_contract import tasks as contract
+from stilts_contract.tasks import MULTITASK, expand  # noqa: F401
+
+
+PARQUET_EXPORT = "refs/convert/parquet"  # the hub's parquet conversion of a repo that ships a loading script
 
 
 @dataclass(frozen=True)
@@ -19,32 +23,44 @@ class HubSplit:
     dataset: str
     config: str | None
     split: str
-
-
-@dataclass(frozen=True)
-class LocalFiles:
-    """Data that cannot come from a hub (licensed): read from `<dataDir>/<directory>` by `read`."""
-    directory: str
-    layout: str                                       # what users put there, for the docs and errors
-    read: Callable[[str, str], list[dict]]            # (split, task directory) -> records
+    revision: str | None = None  # a branch or commit of the hub repo (e.g. its parquet export)
 
 
 @dataclass(frozen=True)
 class Task:
+    """A task's data. Its traits (format, members, languages, local-data layout) come from the
+    contract (stilts_contract.tasks), which the operator reads too."""
     name: str
-    format: str                                # one of formats.NAMES, or MULTITASK
     description: str
     metric: str                                # as reported (the format scores it)
     labels: tuple[str, ...] = ()               # classes or choices; () = the tag set of the training data
     fields: tuple[str, ...] = ()               # record fields the conversion reads
     convert: Callable[[dict], dict | None] | None = None  # record -> example (None drops it: no gold label)
     hub: dict[str, tuple[HubSplit, ...]] = field(default_factory=dict)  # our split -> hub splits
-    local: LocalFiles | None = None
+    read_local: Callable[[str, str], list[dict]] | None = None  # (split, <dataDir>/<directory>) -> records
     synthetic: Callable[[str, int, str], list[dict]] | None = None  # (split, seed, language) -> records
-    members: tuple[str, ...] = ()              # MULTITASK: the tasks it mixes
-    languages: tuple[str, ...] = ("en",)
     paper_xnli: float | None = None            # XLM-R large + this task, XNLI test avg (Phang et al. 2020)
     notes: str = ""
+
+    @property
+    def traits(self) -> contract.TaskTraits:
+        return contract.get(self.name)
+
+    @property
+    def format(self) -> str:
+        return self.traits.format
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        return self.traits.members
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return self.traits.languages
+
+    @property
+    def local(self) -> contract.LocalData | None:
+        return self.traits.local
 
     @property
     def num_labels(self) -> int:
@@ -69,12 +85,11 @@ _REGISTRY: dict[str, Task] = {}
 
 
 def register(task: Task) -> Task:
-    from .. import formats
-
-    if task.format not in formats.NAMES + (MULTITASK,):
-        raise ValueError(f"task {task.name}: format must be one of {formats.NAMES + (MULTITASK,)}")
-    if bool(task.members) != (task.format == MULTITASK):
-        raise ValueError(f"task {task.name}: members are for (and required by) format {MULTITASK}")
+    traits = task.traits  # a task the contract does not know is refused here (KeyError)
+    if bool(task.read_local) != bool(traits.local):
+        raise ValueError(f"task {task.name}: a reader of local files is for (and required by) tasks with local data")
+    if traits.format != contract.MULTITASK and not (task.convert and task.synthetic):
+        raise ValueError(f"task {task.name}: needs a conversion and a synthetic generator")
     _REGISTRY[task.name] = task
     return task
 
@@ -88,16 +103,6 @@ def get(name: str) -> Task:
 
 def names() -> list[str]:
     return sorted(_REGISTRY)
-
-
-def expand(names) -> list[str]:
-    """Task names with every mix replaced by its members, each once, in order."""
-    out: list[str] = []
-    for name in names:
-        for member in get(name).members or (name,):
-            if member not in out:
-                out.append(member)
-    return out
 
 
 def pair_record(a: str, b: str, label_field: str = "label") -> Callable[[dict], dict | None]:

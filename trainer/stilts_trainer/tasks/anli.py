@@ -18,7 +18,6 @@ def _rounds(split: str) -> tuple[HubSplit, ...]:
 
 anli = register(Task(
     name="anli",
-    format="classification",
     description="ANLI+: ANLI rounds 1-3 + MNLI + SNLI (the paper's union), 3-way NLI",
     labels=synthetic.NLI_LABELS,
     metric="accuracy",

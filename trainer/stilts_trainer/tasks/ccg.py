@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from .. import synthetic
-from . import LocalFiles, Task, register
+from . import Task, register
 
 SECTIONS = {"train": [f"{s:02d}" for s in range(2, 22)], "dev": ["00"], "test": ["23"]}
 LEAF = re.compile(r"\(<L (\S+) (\S+) (\S+) (\S+) (\S+)>\)")
@@ -74,12 +74,11 @@ def convert(record: dict) -> dict:
 
 ccg = register(Task(
     name="ccg",
-    format="tagging",
     description="CCG supertagging (CCGbank): one category per word",
     metric="tag accuracy",
     fields=("tokens", "tags"),
     convert=convert,
-    local=LocalFiles("ccgbank", "CCGbank release: data/AUTO/<section>/*.auto", read_auto),
+    read_local=read_auto,
     synthetic=make_synthetic,
     notes="the tag set is built from the training split",
 ))

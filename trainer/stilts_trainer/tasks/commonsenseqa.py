@@ -40,7 +40,6 @@ def convert(record: dict) -> dict | None:
 
 commonsenseqa = register(Task(
     name="commonsenseqa",
-    format="multiple_choice",
     description="CommonsenseQA: questions needing world knowledge, 5 answers",
     metric="accuracy",
     labels=LETTERS,

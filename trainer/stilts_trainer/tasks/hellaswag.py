@@ -35,7 +35,6 @@ def convert(record: dict) -> dict | None:
 
 hellaswag = register(Task(
     name="hellaswag",
-    format="multiple_choice",
     description="HellaSwag: pick the plausible continuation of a situation (4 endings)",
     metric="accuracy",
     labels=("0", "1", "2", "3"),

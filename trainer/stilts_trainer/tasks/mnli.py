@@ -13,7 +13,6 @@ def make_synthetic(split: str, seed: int, language: str = "en") -> list[dict]:
 
 mnli = register(Task(
     name="mnli",
-    format="classification",
     description="MultiNLI: premise/hypothesis -> entailment, neutral, contradiction",
     labels=synthetic.NLI_LABELS,
     metric="accuracy",

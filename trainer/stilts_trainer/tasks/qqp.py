@@ -10,7 +10,6 @@ def make_synthetic(split: str, seed: int, language: str = "en") -> list[dict]:
 
 qqp = register(Task(
     name="qqp",
-    format="classification",
     description="Quora Question Pairs: are two questions duplicates",
     labels=("not_duplicate", "duplicate"),
     metric="accuracy",

@@ -60,7 +60,6 @@ def converter(version2: bool):
 
 squad = register(Task(
     name="squad",
-    format="span",
     description="SQuAD v1.1: extractive QA over Wikipedia paragraphs",
     metric="exact match / F1",
     fields=("id", "question", "context", "answers"),

@@ -3,7 +3,6 @@ from .squad import converter, make_synthetic_squad
 
 squad_v2 = register(Task(
     name="squad_v2",
-    format="span",
     description="SQuAD v2.0: SQuAD v1.1 plus unanswerable questions (answer: no answer)",
     metric="exact match / F1",
     fields=("id", "question", "context", "answers"),

@@ -29,7 +29,6 @@ def convert(record: dict) -> dict | None:
 
 sst2 = register(Task(
     name="sst2",
-    format="classification",
     description="SST-2: binary sentiment of a single sentence",
     metric="accuracy",
     labels=("negative", "positive"),

@@ -12,7 +12,6 @@ def make_synthetic(split: str, seed: int, language: str = "en") -> list[dict]:
 
 xnli = register(Task(
     name="xnli",
-    format="classification",
     description="XNLI: MNLI-style NLI in 15 languages, evaluation only (zero-shot transfer)",
     labels=synthetic.NLI_LABELS,
     metric="accuracy",
@@ -23,7 +22,6 @@ xnli = register(Task(
         for split, hub_split in (("dev", "validation"), ("test", "test"))
     },
     synthetic=make_synthetic,
-    languages=synthetic.XNLI_LANGUAGES,
     paper_xnli=None,
     notes="per-language hub config; the evaluate phase reads one language at a time",
 ))

@@ -1,0 +1,33 @@
+"""Names both sides must spell the same way."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+# A run's jobs, in order: [prefetch] -> [pretrain] -> [intermediate] -> target -> evaluate.
+PHASES = ("prefetch", "pretrain", "intermediate", "target", "evaluate")
+TRAINING_PHASES = ("pretrain", "intermediate", "target")
+
+XNLI_LANGUAGES = ("ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh")
+BASELINE = "none"  # the intermediate task of a run that has none
+
+# Built offline by a `pretrain` job on the synthetic corpus (trainer/stilts_trainer/model.py).
+TINY_MODELS = ("stilts/tiny-xlmr", "stilts/mini-xlmr")
+TINY_MAX_SEQ_LENGTH = 128  # their position embeddings hold this many tokens (plus XLM-R's 2 offsets)
+
+JOB_API_VERSION = "stilts.dev/v1alpha1"
+JOB_KIND = "TrainerJob"
+
+COMPLETE = "COMPLETE"  # a job's commit marker, written last; it holds the job's summary (summary.py)
+TRAIN_LOG = "train.log"  # each attempt's log, appended in the job's directory
+
+
+class Exit(IntEnum):
+    """What the trainer's exit code means to the executors that decide about retries."""
+    OK = 0            # COMPLETE was written
+    FAILED = 1        # anything else: worth retrying (preemption, a lost node, a crash)
+    BAD_INPUT = 2     # the job cannot succeed as written; one line names the field. Never retried.
+
+
+def is_permanent(exit_code: int) -> bool:
+    return exit_code == Exit.BAD_INPUT

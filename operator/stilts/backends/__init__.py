@@ -1,0 +1,109 @@
+"""Job backends: the Kubernetes kinds that run one attempt of one job.
+
+A backend knows its resource (group, version, plural, kind), how to wrap the trainer's pod template
+(manifests.pod_template) into its object, how to read the object and its pods back as a neutral
+`Observed` state (reconcile.py), which pod is the leader (rank 0: its termination message carries
+the trainer's summary), and how long a child's name may be. The chart's RBAC and monitors follow the
+backend it is installed with (tests/chart checks its rules against the operator's calls).
+
+- `pytorchjob`: Kubeflow Training Operator v1, PyTorchJob `kubeflow.org/v1` (the default).
+- `trainjob`: Kubeflow Trainer v2, TrainJob `trainer.kubeflow.org/v1alpha1` on JobSet.
+
+The operator runs one backend, chosen by the operator-level setting STILTS_JOB_BACKEND (the chart's
+`jobBackend` value), never by an experiment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..reconcile import Observed
+
+# Container waiting reasons that mean "this will not start by itself".
+STUCK_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
+                 "CreateContainerError", "RunContainerError", "CrashLoopBackOff")
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    group: str
+    version: str
+    plural: str
+    kind: str
+    container: str                     # the trainer container's name, as the backend's controller expects it
+    max_name: int                      # longest child name whose derived objects (pods, services) stay valid
+    manifest: Callable                 # (experiment, job, attempt, name, pod template, metadata) -> the child
+    observe: Callable                  # (child object, its pods) -> Observed
+    is_leader: Callable[[dict], bool]  # pod -> whether it is rank 0
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}"
+
+
+def condition(obj: dict, kind: str) -> dict | None:
+    """The object's condition of that type when it is true."""
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == kind and c.get("status") == "True":
+            return c
+    return None
+
+
+def terminated(pod: dict, container: str) -> dict | None:
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == container:
+            return (status.get("state") or {}).get("terminated")
+    return None
+
+
+def waiting_reason(pods: list[dict]) -> tuple[str, str]:
+    """Why pods that should run do not: unschedulable, an image that cannot be pulled, ..."""
+    for pod in pods:
+        status = pod.get("status") or {}
+        for c in status.get("conditions") or []:
+            if c.get("type") == "PodScheduled" and c.get("status") == "False":
+                return c.get("reason") or "Unschedulable", c.get("message", "")
+        for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in STUCK_REASONS:
+                return waiting["reason"], waiting.get("message", "")
+    return "", ""
+
+
+def outcome(backend: Backend, state: str, pods: list[dict], fallback: str = "") -> Observed:
+    """A finished child: the leader's termination message is the trainer's summary (success) or its
+    one-line reason (failure); exit code 2 anywhere is a permanent failure."""
+    leader = next((p for p in pods if backend.is_leader(p)), None)
+    ended = [(p, terminated(p, backend.container)) for p in pods]
+    ended = [(p, t) for p, t in ended if t]
+    if state == "Succeeded":
+        message = (terminated(leader, backend.container) or {}).get("message", "") if leader else ""
+        return Observed("Succeeded", summary=message)
+    failed = [t for _, t in ended if t.get("exitCode")]
+    permanent = any(t.get("exitCode") == 2 for t in failed)
+    first = next((t for t in failed if t.get("exitCode") == 2), failed[0] if failed else {})
+    message = (first.get("message") or "").strip().splitlines()[-1:] or [fallback]
+    reason = "BadInput" if permanent else (f"Exit{first['exitCode']}" if first.get("exitCode") else "Failed")
+    return Observed("Failed", permanent=permanent, reason=reason, message=message[0][:500])
+
+
+def running_or_waiting(pods: list[dict], expected: int) -> Observed:
+    """All expected pods running: Running. Otherwise Pending, with what they wait for."""
+    running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
+    if expected and len(running) >= expected:
+        return Observed("Running")
+    reason, message = waiting_reason(pods)
+    return Observed("Pending", reason=reason, message=message)
+
+
+def get(name: str) -> Backend:
+    from . import pytorchjob
+
+    backends = {b.name: b for b in (pytorchjob.BACKEND,)}
+    try:
+        return backends[name]
+    except KeyError:
+        raise ValueError(f"job backend {name!r} is not one of {sorted(backends)} (set STILTS_JOB_BACKEND, the "
+                         "chart's jobBackend)") from None
