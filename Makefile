@@ -35,8 +35,9 @@ prometheus:                          ## Debian's Prometheus server, for the dash
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null; \
 	  else echo "prometheus not found and cannot apt-get it here: the dashboard test will skip"; fi; }
 
-crd: $(STAMP)                        ## regenerate crds/ from the spec model
+crd: $(STAMP)                        ## regenerate crds/ (and the chart's copy) from the spec model
 	$(VENV)/bin/stilts crd > crds/stilts.dev_transferexperiments.yaml
+	cp crds/stilts.dev_transferexperiments.yaml charts/stilts/files/crd.yaml
 
 clean:
 	rm -rf runs .pytest_cache

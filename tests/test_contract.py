@@ -33,7 +33,7 @@ def specs(draw):
                         "upcycleSteps": draw(st.sampled_from([0, 10]))}
     phase = lambda: {"batchSize": draw(st.sampled_from([8, 16, 24, 32])),  # noqa: E731
                      "microBatchSize": draw(st.sampled_from([1, 2, 4])),
-                     "maxSeqLength": draw(st.sampled_from([64, 128, 256]))}
+                     "maxSeqLength": draw(st.sampled_from([64, 256]))}
     return {
         "dataSource": draw(st.sampled_from(["hub", "synthetic"])),
         "dataDir": draw(st.sampled_from(["", "/data"])),
@@ -104,7 +104,8 @@ def missing_fields(body: dict) -> set[str]:
     reads_local = "dataDir" in applicable(body["phase"], body.get("task"), body["backbone"]["architecture"], True) \
         and any(tasks.local_members(t) for t in ([body["task"]] if body.get("task") else [])
                 + body.get("prefetch", {}).get("tasks", []))
-    wanted = applicable(body["phase"], body.get("task"), body["backbone"]["architecture"], reads_local)
+    wanted = applicable(body["phase"], body.get("task"), body["backbone"]["architecture"], reads_local,
+                        body["dataSource"])
     return {f for f in wanted if not has(f)}
 
 
@@ -133,7 +134,7 @@ def test_a_dropped_planner_field_is_caught():
     job, body = next((j, b) for j, b in planned_bodies(raw) if j.phase == "intermediate")
     assert missing_fields(body) == set()
     for path in ("hyperparameters.docStride", "hyperparameters.weightDecay", "backbone.moe.expertParallelSize",
-                 "seed", "deepspeed.zeroStage"):
+                 "seed", "deepspeed.zeroStage", "syntheticWorld"):
         dropped = copy.deepcopy(body)
         node = dropped
         *parents, leaf = path.split(".")

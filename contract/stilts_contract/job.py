@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic.alias_generators import to_camel
 
 from . import rules, tasks
-from .names import JOB_API_VERSION, JOB_KIND, PHASES, TINY_MODELS
+from .names import JOB_API_VERSION, JOB_KIND, MAX_SEQ_LENGTH, PHASES, SYNTHETIC_WORLD, TINY_MODELS
 
 
 class JobError(ValueError):
@@ -92,7 +92,8 @@ class PhaseTraining(Model):
     micro_batch_size: int = Field(4, ge=1, le=4096, description="Examples per process per forward pass.")
     epochs: float = Field(2, gt=0, le=1000, description="Passes over the training set.")
     max_steps: int = Field(0, ge=0, le=100_000_000, description="Optimizer steps; overrides epochs when > 0.")
-    max_seq_length: int = Field(256, ge=8, le=8192, description="Tokens per example after truncation.")
+    max_seq_length: int = Field(256, ge=8, le=MAX_SEQ_LENGTH, description="Tokens per example after truncation "
+                                f"(XLM-R holds {MAX_SEQ_LENGTH}).")
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="Share of steps with linear warmup; linear "
                                 "decay after.")
     eval_every_steps: int = Field(1000, ge=1, le=100_000_000, description="Evaluate on the English dev "
@@ -102,25 +103,35 @@ class PhaseTraining(Model):
                                          "before stopping.")
     max_train_examples: int = Field(0, ge=0, le=100_000_000, description="Cap on training examples "
                                     "(0 = all).")
+    weight_decay: float = Field(0.01, ge=0, le=1, description="AdamW weight decay, not applied to biases and "
+                                "LayerNorm weights (jiant's setting).")
+    frozen_layers: int = Field(0, ge=0, le=100, description="Fine-tuning only: keep the embeddings and this many "
+                               "bottom encoder layers fixed (0: fine-tune everything, as the paper does). Freezing "
+                               "lower layers preserves cross-lingual alignment (Wu & Dredze 2019).")
 
 
 class TaskSettings(Model):
     """Settings only some tasks read (contract.tasks.TASK_SETTINGS): jobs of other tasks omit them."""
     doc_stride: int = Field(128, ge=1, le=8192, description="SQuAD: overlap in tokens between the windows of a "
-                            "context longer than maxSeqLength.")
+                            "context longer than spanMaxSeqLength.")
+    span_max_seq_length: int = Field(384, ge=16, le=MAX_SEQ_LENGTH, description="SQuAD: tokens per window, in place "
+                                     "of maxSeqLength (jiant's XTREME setting: 384).")
     multitask_temperature: float = Field(1.0, gt=0, le=1000, description="multitask: sample tasks with "
                                          "p ~ min(size, multitaskCap)^(1/T); 1 = proportional to size.")
     multitask_cap: int = Field(65536, ge=0, le=100_000_000, description="multitask: examples of a task counted "
                                "when sampling (0 = no cap); keeps the large NLI sets from crowding out the rest.")
 
 
-class Hyperparameters(PhaseTraining, TaskSettings):
+class MaskingSettings(Model):
+    """Masked-LM pretraining only."""
+    mlm_probability: float = Field(0.15, gt=0, lt=1, description="Share of tokens masked (BERT: 0.15).")
+
+
+class Hyperparameters(TaskSettings, MaskingSettings, PhaseTraining):
     """One phase's hyperparameters as the trainer reads them: the spec's, plus settings the spec does
     not expose (their defaults are the paper's)."""
     adam_epsilon: float = Field(1e-8, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
-    mlm_probability: float = Field(0.15, gt=0, lt=1)
 
 
 class DeepSpeed(Model):
@@ -147,6 +158,8 @@ class Job(Model):
     deepspeed: DeepSpeed = DeepSpeed()
     seed: int = 1
     data_source: Literal["hub", "synthetic"] = "hub"
+    synthetic_world: int = Field(SYNTHETIC_WORLD, ge=1, description="synthetic data: the generator version "
+                                 "the job was planned for")
     mirror: str = ""
     cache_dir: str = ""
     data_dir: str = Field("", description="root of datasets that come from local files (CCGbank: "
@@ -184,6 +197,9 @@ class Job(Model):
             raise ValueError(f"parent: {self.backbone.model} exists only after a pretrain job; give its output "
                              "as parent")
         _raise(rules.no_zero3_with_moe(self.deepspeed.zero_stage, self.backbone.architecture))
+        if self.data_source == "synthetic" and self.synthetic_world != SYNTHETIC_WORLD:
+            raise ValueError(f"syntheticWorld: the job was planned for synthetic world {self.synthetic_world}, this "
+                             f"trainer generates world {SYNTHETIC_WORLD}; plan it again with this version of stilts")
         return self
 
 
@@ -208,7 +224,8 @@ TRAINING_ONLY = ("hyperparameters.", "deepspeed.", "checkpointEverySteps", "back
 WRITTEN_BY_THE_TRAINER_ITSELF = {"apiVersion", "kind"}  # constants of the format
 
 
-def applicable(phase: str, task: str | None, architecture: str, reads_local_data: bool) -> set[str]:
+def applicable(phase: str, task: str | None, architecture: str, reads_local_data: bool,
+               data_source: str = "synthetic") -> set[str]:
     """The job.json fields the trainer reads for a job of this phase, task and architecture. Executors
     write every one of them (tests/test_contract.py checks the planner), so no job silently runs on a
     default the control plane never chose."""
@@ -226,6 +243,8 @@ def applicable(phase: str, task: str | None, architecture: str, reads_local_data
         fields.discard("task")
     if not reads_local_data:
         fields.discard("dataDir")
+    if data_source != "synthetic":
+        fields.discard("syntheticWorld")
     return fields
 
 

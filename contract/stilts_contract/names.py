@@ -13,7 +13,11 @@ BASELINE = "none"  # the intermediate task of a run that has none
 
 # Built offline by a `pretrain` job on the synthetic corpus (trainer/stilts_trainer/model.py).
 TINY_MODELS = ("stilts/tiny-xlmr", "stilts/mini-xlmr")
-TINY_MAX_SEQ_LENGTH = 128  # their position embeddings hold this many tokens (plus XLM-R's 2 offsets)
+MAX_SEQ_LENGTH = 512  # what XLM-R's position embeddings hold (514, less its padding offset); tiny models too
+
+# The offline world's generator version (trainer/stilts_trainer/synthetic.py). Synthetic jobs carry it
+# in job.json, so it is part of their hash: a new world never reuses results of an old one.
+SYNTHETIC_WORLD = 2
 
 JOB_API_VERSION = "stilts.dev/v1alpha1"
 JOB_KIND = "TrainerJob"

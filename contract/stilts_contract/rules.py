@@ -10,7 +10,7 @@ of the same rules (operator/stilts/spec.py), which a test keeps in agreement wit
 from __future__ import annotations
 
 from . import tasks
-from .names import TINY_MAX_SEQ_LENGTH, TINY_MODELS
+from .names import TINY_MODELS
 
 
 def moe_settings_need_moe(architecture: str, has_moe: bool) -> str | None:
@@ -64,13 +64,6 @@ def local_data_needs_data_dir(task: str, data_source: str, data_dir: str) -> str
 def tiny_model_needs_synthetic(model: str, data_source: str) -> str | None:
     if model in TINY_MODELS and data_source != "synthetic":
         return f"model: the built-in {model} needs dataSource: synthetic"
-    return None
-
-
-def seq_length_fits(model: str, max_seq_length: int) -> str | None:
-    if model in TINY_MODELS and max_seq_length > TINY_MAX_SEQ_LENGTH:
-        return (f"maxSeqLength ({max_seq_length}) is longer than the built-in {model} holds "
-                f"({TINY_MAX_SEQ_LENGTH} tokens); lower maxSeqLength")
     return None
 
 

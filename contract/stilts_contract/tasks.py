@@ -17,7 +17,7 @@ MULTITASK = "multitask"  # the format of a task that mixes other tasks
 
 # Hyperparameters that only some tasks read: a job of another task leaves them out of job.json, so
 # changing them reruns only the jobs that read them (the job hash covers the body).
-SPAN_SETTINGS = ("docStride",)
+SPAN_SETTINGS = ("docStride", "spanMaxSeqLength")
 MULTITASK_SETTINGS = ("multitaskTemperature", "multitaskCap")
 TASK_SETTINGS = SPAN_SETTINGS + MULTITASK_SETTINGS
 

@@ -12,6 +12,7 @@ from .spec import SpecError, load_experiment
 
 def cmd_plan(args) -> int:
     from .plan import plan
+    from .report import plan_power
 
     exp = load_experiment(args.file)
     jobs = plan(exp.spec)
@@ -26,6 +27,8 @@ def cmd_plan(args) -> int:
     for j in jobs:
         phases[j.phase] = phases.get(j.phase, 0) + 1
     print(f"\n{len(jobs)} jobs: " + ", ".join(f"{n} {p}" for p, n in phases.items()))
+    if any(b.architecture == "moe" for b in exp.spec.backbones) and exp.spec.baseline:
+        print("Power: " + plan_power(len(exp.spec.seeds), args.seed_sd))
     return 0
 
 
@@ -37,6 +40,7 @@ def cmd_render(args) -> int:
 
     from . import backends, manifests
     from .plan import plan
+    from .policy import DEFAULT_TRAINER_IMAGE
     from .spec import API_VERSION, KIND, dump_spec
 
     backend = backends.get(args.backend)
@@ -49,7 +53,8 @@ def cmd_render(args) -> int:
     docs = [] if experiment["spec"]["storage"].get("claimName") else [manifests.claim(experiment)]
     for job in plan(exp.spec):
         name = manifests.child_name(stem, job.hash, 1)
-        template = manifests.pod_template(experiment, job, 1, name, backend.container)
+        template = manifests.pod_template(experiment, job, 1, name, backend.container,
+                                          os.environ.get("STILTS_TRAINER_IMAGE", DEFAULT_TRAINER_IMAGE))
         docs += [manifests.config_map(experiment, job, 1, name),
                  backend.manifest(experiment, job, 1, name, template, manifests.metadata(experiment, name, job, 1))]
     sys.stdout.write(yaml.safe_dump_all(docs, sort_keys=False))
@@ -65,7 +70,7 @@ def cmd_operator(args) -> int:
 
 def cmd_run(args) -> int:
     from .local import LocalExecutor
-    from .report import write
+    from .report import from_directory, write
 
     exp = load_experiment(args.file)
     executor = LocalExecutor(exp, root=Path(args.root), nproc=args.nproc, parallel=args.parallel,
@@ -78,7 +83,7 @@ def cmd_run(args) -> int:
     if any(j.phase == "evaluate" and executor.records.get(j.hash, {}).get("state") == "Succeeded"
            for j in executor.jobs):
         print()
-        print(write(run_dir))
+        print(write(from_directory(run_dir), run_dir))
         print(f"report: {run_dir / 'report.txt'}, {run_dir / 'report.json'}, {run_dir / 'heatmap.png'}")
     if not ok:
         failed = [r for r in executor.records.values() if r["state"] in ("Failed", "Blocked")]
@@ -89,13 +94,122 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import write
+    """The report of a local run directory, a copy of an experiment's volume directory, or tx/NAME."""
+    from . import report
 
-    run_dir = Path(args.dir)
-    if not (run_dir / "plan.json").is_file():
-        print(f"stilts: error: {run_dir} has no plan.json (give runs/<experiment>)", file=sys.stderr)
+    name = _cluster_name(args.target)
+    if name:
+        cluster, api, namespace = _cluster(args)
+        inputs = report.from_cluster(cluster.load(api, namespace, name, args.backend))
+        out = Path(args.out or f"report-{name}")
+    else:
+        directory = Path(args.target)
+        if not directory.is_dir():
+            print(f"stilts: error: {directory} is neither tx/NAME nor a directory", file=sys.stderr)
+            return 2
+        planned = None
+        if args.spec:
+            from .plan import plan
+            planned = plan(load_experiment(args.spec).spec)
+        inputs = report.from_directory(directory, planned)
+        if not inputs.runs and not inputs.missing:
+            print(f"stilts: error: {directory} holds no evaluate jobs (give runs/<experiment>, or a copy of "
+                  "/workspace/<experiment> from the volume)", file=sys.stderr)
+            return 2
+        out = Path(args.out) if args.out else directory
+    print(report.write(inputs, out, args.split))
+    print(f"report: {out / 'report.txt'}, {out / 'report.json'}" + (f", {out / 'heatmap.png'}" if inputs.runs else ""))
+    return 0
+
+
+def _cluster_name(target: str) -> str | None:
+    """`tx/NAME` (or transferexperiment/NAME) names an experiment on the cluster; anything else is a path."""
+    kind, _, name = target.partition("/")
+    return name if kind in ("tx", "transferexperiment", "transferexperiments") and name else None
+
+
+def _cluster(args):
+    from . import cluster
+
+    api = cluster.api_client(args.kubeconfig, args.context)
+    namespace = args.namespace or cluster.current_namespace(args.kubeconfig)
+    return cluster, api, namespace
+
+
+def _table(rows: list[tuple]) -> str:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def cmd_status(args) -> int:
+    """Every job of an experiment with its state: on the cluster (tx/NAME) or of a local run directory."""
+    import json
+
+    name = _cluster_name(args.target)
+    if name:
+        cluster, api, namespace = _cluster(args)
+        seen = cluster.load(api, namespace, name)
+        status = seen.experiment.get("status") or {}
+        print(f"{namespace}/{name}: {status.get('phase', 'Pending')}, {status.get('progress', '')} done; "
+              f"{status.get('message', '')}")
+        jobs = [(j.name, j.phase, seen.records.get(j.hash, {})) for j in seen.jobs]
+    else:
+        manifest = Path(args.target) / "plan.json"
+        if not manifest.is_file():
+            print(f"stilts: error: {args.target} is neither tx/NAME nor a run directory with plan.json", file=sys.stderr)
+            return 2
+        rows = json.loads(manifest.read_text())["jobs"]
+        jobs = [(r["name"], r["phase"], {"state": r["status"], "attempts": r["attempts"], "message": r["message"]})
+                for r in rows]
+    shown = [(n, p, r) for n, p, r in jobs if args.all or r.get("state", "Pending") != "Succeeded"]
+    table = [("job", "phase", "state", "attempts", "reason", "message")] + [
+        (n, p, r.get("state", "Pending"), r.get("attempts", 0), r.get("reason", ""), r.get("message", "")[:100])
+        for n, p, r in shown]
+    print(_table(table) if shown else "every job succeeded")
+    if not args.all and len(shown) < len(jobs):
+        print(f"({len(jobs) - len(shown)} succeeded jobs not shown; --all shows them)")
+    return 0
+
+
+def cmd_retry(args) -> int:
+    """Re-arm failed jobs (and those they blocked) of a cluster experiment; finished jobs are kept."""
+    name = _cluster_name(args.target)
+    if not name:
+        print("stilts: error: retry takes tx/NAME (a local run retries by running `stilts run` again)",
+              file=sys.stderr)
         return 2
-    print(write(run_dir, args.split))
+    cluster, api, namespace = _cluster(args)
+    seen = cluster.load(api, namespace, name)
+    failed = [j.name for j in seen.jobs if seen.records.get(j.hash, {}).get("state") in ("Failed", "Blocked")]
+    token = cluster.retry(api, namespace, name)
+    print(f"{namespace}/{name}: re-arming {len(failed)} failed or blocked job(s) (retry {token})"
+          + ("" if failed else "; none failed now, so nothing will change"))
+    return 0
+
+
+def cmd_logs(args) -> int:
+    """A job's log: its live leader pod, or every attempt's log kept on the volume once the pods are gone."""
+    name = _cluster_name(args.target)
+    if not name:
+        log = Path(args.target) / args.job / "train.log"
+        if not log.is_file():
+            matches = sorted(Path(args.target).glob(f"{args.job}*/train.log"))
+            log = matches[0] if len(matches) == 1 else log
+        if not log.is_file():
+            print(f"stilts: error: no train.log for {args.job} under {args.target} (give the job's hash)", file=sys.stderr)
+            return 2
+        sys.stdout.write(log.read_text(errors="replace"))
+        return 0
+    cluster, api, namespace = _cluster(args)
+    seen = cluster.load(api, namespace, name)
+    try:
+        job = cluster.find_job(seen, args.job)
+    except LookupError as err:
+        print(f"stilts: error: {err}", file=sys.stderr)
+        return 2
+    for chunk in cluster.job_log(api, seen, job, follow=args.follow, backend=args.backend):
+        sys.stdout.write(chunk)
+        sys.stdout.flush()
     return 0
 
 
@@ -111,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("plan", help="the experiment's jobs as a table")
     p.add_argument("file")
+    p.add_argument("--seed-sd", type=float, default=1.0, help="assumed seed-to-seed SD (points) of the dense-vs-"
+                   "MoE gain difference, for the power line (default 1.0)")
     p.set_defaults(func=cmd_plan)
     p = sub.add_parser("render", help="the Kubernetes objects the operator would create")
     p.add_argument("file")
@@ -133,10 +249,29 @@ def main(argv: list[str] | None = None) -> int:
                    "at most spec.maxConcurrentJobs)")
     p.add_argument("--checkpoint-every", type=int, default=100, help="optimizer steps between checkpoints")
     p.set_defaults(func=cmd_run)
-    p = sub.add_parser("report", help="results table, gains, interaction and heatmap of a run directory")
-    p.add_argument("dir")
-    p.add_argument("--split", choices=["test", "dev"], default="test")
-    p.set_defaults(func=cmd_report)
+    for command, func, text in (("report", cmd_report, "tables, intervals, the interaction and a heatmap of "
+                                                       "results so far"),("status", cmd_status, "every job of an experiment and its state"),
+                                ("retry", cmd_retry, "re-arm the failed jobs of a cluster experiment"),
+                                ("logs", cmd_logs, "a job's log (live, or from the volume once its pods are gone)")):
+        p = sub.add_parser(command, help=text)
+        p.add_argument("target", help="tx/NAME on the cluster (current kubeconfig), or a local run directory")
+        if command == "logs":
+            p.add_argument("job", help="the job's name (dense-qqp-s1-target, see `stilts status`) or hash prefix")
+            p.add_argument("-f", "--follow", action="store_true", help="follow the live log")
+        if command == "status":
+            p.add_argument("--all", action="store_true", help="list succeeded jobs too")
+        if command == "report":
+            p.add_argument("--split", choices=["test", "dev"], default="test")
+            p.add_argument("--out", default="", help="where report.txt/json and heatmap.png go (default: the "
+                           "directory itself, or ./report-NAME for tx/NAME)")
+            p.add_argument("--spec", default="", help="the experiment's file: with a volume copy, names the "
+                           "evaluate jobs that have not finished")
+        p.add_argument("-n", "--namespace", default="", help="namespace (default: the kubeconfig context's)")
+        p.add_argument("--kubeconfig", default=None)
+        p.add_argument("--context", default=None)
+        p.add_argument("--backend", default=os.environ.get("STILTS_JOB_BACKEND", "pytorchjob"),
+                       help="the operator's job backend (pytorchjob or trainjob)")
+        p.set_defaults(func=func)
     p = sub.add_parser("crd", help="print the TransferExperiment CRD")
     p.set_defaults(func=cmd_crd)
     args = parser.parse_args(argv)

@@ -125,7 +125,7 @@ def resources(experiment: dict, job: Job) -> dict:
     return out
 
 
-def pod_template(experiment: dict, job: Job, attempt: int, name: str, container_name: str,
+def pod_template(experiment: dict, job: Job, attempt: int, name: str, container_name: str, default_image: str,
                  env: list[dict] | None = None) -> dict:
     """The trainer pod every backend runs: restricted security, no service-account token, the shared
     volume, a bounded /dev/shm, the job's ConfigMap and the metrics port."""
@@ -142,7 +142,7 @@ def pod_template(experiment: dict, job: Job, attempt: int, name: str, container_
     procs = 1 if job.phase == "prefetch" else job.processes_per_worker
     container = {
         "name": container_name,  # the backend's: its controller finds the trainer container by name
-        "image": spec.get("image"),
+        "image": spec.get("image") or default_image,
         "command": ["torchrun", "-m", "stilts_trainer", "--job", f"{JOB_DIR}/job.json"],
         "env": variables,
         "ports": [{"name": "metrics", "containerPort": TRAINER_METRICS_PORT}],

@@ -7,6 +7,8 @@ need, and `forget` drops an experiment's series when the experiment is gone.
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from stilts_contract.names import BASELINE
@@ -24,6 +26,9 @@ ACCURACY = Gauge("stilts_xnli_accuracy", "Zero-shot XNLI test accuracy",
                  ["experiment", "backbone", "intermediate_task", "seed", "language"])
 GAIN = Gauge("stilts_xnli_gain", "XNLI test accuracy minus the same backbone and seed's baseline",
              ["experiment", "backbone", "intermediate_task", "seed", "language"])
+PHASE = Gauge("stilts_experiment_phase", "1 for the experiment's current phase", ["experiment", "phase"])
+WAITING = Gauge("stilts_job_waiting_seconds", "How long the experiment's longest-waiting job has been created without "
+                "running (queued jobs not counted): what the stuck-job alert watches", ["experiment"])
 ETA = Gauge("stilts_experiment_eta_seconds", "Estimated seconds until every job of the experiment is done, from "
             "the mean duration of its finished jobs per phase", ["experiment"])
 PHASES = ("Pending", "Running", "Succeeded", "Failed")
@@ -51,10 +56,14 @@ class Metrics:
         self.timed: dict[str, set[str]] = {}    # experiment -> job hashes whose duration was observed
         self.series: dict[str, set[tuple]] = {}  # experiment -> accuracy/gain label sets
 
-    def record(self, experiment: str, phase: str, jobs, records: dict, results: dict, eta: float | None) -> None:
+    def record(self, experiment: str, phase: str, jobs, records: dict, results: dict, eta: float | None,
+               now: float | None = None) -> None:
         self.phases[experiment] = phase
         for p in PHASES:
             EXPERIMENTS.labels(p).set(sum(1 for v in self.phases.values() if v == p))
+            PHASE.labels(experiment, p).set(1 if p == phase else 0)
+        starting = [r["since"] for r in records.values() if r.get("state") == "Starting" and r.get("since")]
+        WAITING.labels(experiment).set(max(0.0, (now or time.time()) - min(starting)) if starting else 0)
         for state, n in counts(records).items():
             JOBS.labels(experiment, state).set(n)
         timed = self.timed.setdefault(experiment, set())
@@ -85,6 +94,9 @@ class Metrics:
             EXPERIMENTS.labels(p).set(sum(1 for v in self.phases.values() if v == p))
         for state in STATES:
             _remove(JOBS, experiment, state)
+        for p in PHASES:
+            _remove(PHASE, experiment, p)
+        _remove(WAITING, experiment)
         for labels in self.series.pop(experiment, set()):
             _remove(ACCURACY, *labels)
             _remove(GAIN, *labels)

@@ -28,6 +28,7 @@ from kubernetes.client.rest import ApiException
 from . import backends, manifests, metrics
 from .manifests import LABEL_ATTEMPT, LABEL_EXPERIMENT, LABEL_HASH, LABEL_UID, RETRY_ANNOTATION
 from .plan import Job, plan
+from .policy import DEFAULT_TRAINER_IMAGE, AdmissionPolicy, violations
 from .reconcile import ACTIVE, Observed, Policy, reconcile
 from .spec import GROUP, PLURAL, VERSION, ExperimentSpec, SpecError, parse_spec
 from .status import changed, eta, invalid, summarize
@@ -63,7 +64,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     if port:
         metrics.serve(port)
     namespaces = [n for n in os.environ.get("STILTS_NAMESPACES", "").split(",") if n]
-    memo.controller = Controller(api_client(), BACKEND, namespaces)
+    memo.controller = Controller(api_client(), BACKEND, namespaces,
+                                 admission=AdmissionPolicy.from_json(os.environ.get("STILTS_POLICY", "")),
+                                 trainer_image=os.environ.get("STILTS_TRAINER_IMAGE") or DEFAULT_TRAINER_IMAGE)
 
 
 @kopf.on.cleanup()
@@ -101,8 +104,10 @@ class Known:
 
 class Controller:
     def __init__(self, api: client.ApiClient, backend: backends.Backend, namespaces: list[str],
-                 workers: int = 4, resync_seconds: float = RESYNC_SECONDS):
+                 workers: int = 4, resync_seconds: float = RESYNC_SECONDS,
+                 admission: AdmissionPolicy = AdmissionPolicy(), trainer_image: str = DEFAULT_TRAINER_IMAGE):
         self.api, self.backend, self.namespaces = api, backend, namespaces
+        self.admission, self.trainer_image = admission, trainer_image
         self.core, self.custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
         self.queue = WorkQueue(self.reconcile, workers)
         self.known: dict[tuple[str, str], Known] = {}
@@ -219,12 +224,17 @@ class Controller:
         if known.generation != generation:  # plan once per generation: hashing thousands of jobs takes time
             try:
                 known.spec = parse_spec(experiment["spec"], f"{namespace}/{name}")
+                refused = violations(known.spec, self.admission, self.trainer_image) + \
+                    self.backend.unsupported(experiment["spec"])
+                if refused:
+                    raise PolicyError("; ".join(refused))
                 known.jobs = plan(known.spec)
             except SpecError as err:  # the CRD refuses most of this; what is left is reported, not retried
-                status = invalid(str(err), previous, generation, now)
+                reason = "PolicyViolation" if isinstance(err, PolicyError) else "InvalidSpec"
+                status = invalid(str(err), previous, generation, now, reason)
                 if changed(previous, status):
                     self._patch_status(namespace, name, status)
-                    kopf.event(experiment, type="Warning", reason="InvalidSpec", message=str(err)[:1000])
+                    kopf.event(experiment, type="Warning", reason=reason, message=str(err)[:1000])
                 known.generation = -1
                 return None
             known.generation = generation
@@ -261,7 +271,8 @@ class Controller:
             self._delete_child(namespace, child)
         for job, attempt in d.create:
             child = manifests.child_name(stem, job.hash, attempt)
-            template = manifests.pod_template(experiment, job, attempt, child, self.backend.container)
+            template = manifests.pod_template(experiment, job, attempt, child, self.backend.container,
+                                              self.trainer_image)
             self._create(experiment, lambda: self.core.create_namespaced_config_map(
                 namespace, manifests.config_map(experiment, job, attempt, child)))
             body = self.backend.manifest(experiment, job, attempt, child, template,
@@ -276,7 +287,7 @@ class Controller:
         for kind, reason, message in d.events:
             kopf.event(experiment, type=kind, reason=reason, message=message[:1000])
         self.metrics.record(name, status["phase"], jobs, d.records, known.results,
-                            eta(jobs, d.records, spec.max_concurrent_jobs))
+                            eta(jobs, d.records, spec.max_concurrent_jobs), now)
         return d.requeue_after
 
     # -- writing -------------------------------------------------------------------------------------
@@ -342,6 +353,10 @@ class Controller:
 
     def _patch_status(self, namespace: str, name: str, status: dict) -> None:
         self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, {"status": status})
+
+
+class PolicyError(SpecError):
+    """The experiment is valid but outside what the cluster admin allows."""
 
 
 def _timestamp(value: str | None) -> float:

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 
 from stilts_contract import tasks
-from stilts_contract.names import BASELINE as NONE, PHASES, TINY_MODELS
+from stilts_contract.names import BASELINE as NONE, PHASES, SYNTHETIC_WORLD, TINY_MODELS
 from stilts_contract.job import Hyperparameters, applicable
 
 from .spec import Backbone, ExperimentSpec, PhaseTraining
@@ -79,7 +79,7 @@ class Planner:
         self.prefetch: str | None = None
 
     def add(self, phase: str, backbone: Backbone, body: dict, parent: str | None, *, run_task: str = "",
-            seed: int | None = None, world: tuple[int, int] | None = None) -> str:
+            seed: int | None = None, world: tuple[int, int] | None = None, pretraining: str = "") -> str:
         hashed = {k: v for k, v in body.items() if k != "backbone"}
         hashed["backbone"] = _identity(body["backbone"])
         hashed["parent"] = parent
@@ -88,14 +88,17 @@ class Planner:
             workers, procs = world or (backbone.workers, max(1, backbone.gpus_per_worker))
             after = (self.prefetch,) if self.prefetch and phase != "prefetch" else ()
             labels = {"backbone": backbone.name, "phase": phase, "intermediateTask": run_task,
-                      "seed": "" if seed is None else str(seed)}
+                      "seed": "" if seed is None else str(seed), "pretraining": pretraining}
             self.jobs[h] = Job(h, phase, backbone.name, run_task, seed, parent, after, workers, procs,
                                {**body, "jobHash": h, "labels": labels})
         return h
 
     def common(self, backbone: Backbone) -> dict:
-        return {"backbone": _backbone_body(backbone), "dataSource": self.spec.data_source,
-                "mirror": self.spec.mirror, "deepspeed": self.spec.deepspeed.model_dump(by_alias=True, mode="json")}
+        out = {"backbone": _backbone_body(backbone), "dataSource": self.spec.data_source,
+               "mirror": self.spec.mirror, "deepspeed": self.spec.deepspeed.model_dump(by_alias=True, mode="json")}
+        if self.spec.data_source == "synthetic":  # the generator's version is part of the data's identity
+            out["syntheticWorld"] = SYNTHETIC_WORLD
+        return out
 
     def local_data(self, names: list[str]) -> dict:
         """dataDir, for the jobs that read local files only (other jobs' hashes stay as they were)."""
@@ -105,25 +108,29 @@ class Planner:
         spec = self.spec
         if spec.data_source == "hub":
             self._plan_prefetch()
-        for backbone in spec.backbones:
-            root = self._plan_backbone_root(backbone)
+        for backbone, continued in arms(spec):
+            root = self._plan_backbone_root(backbone, continued)
+            pretraining = f"continued masked-LM, {continued} steps" if continued else ""
             for task in ([NONE] if spec.baseline else []) + list(spec.intermediate_tasks):
                 for seed in spec.seeds:
-                    self._plan_run(backbone, root, task, seed)
+                    self._plan_run(backbone, root, task, seed, pretraining)
         return topological(list(self.jobs.values()))
 
     def _plan_prefetch(self) -> None:
+        """One job fills the shared cache with every hub model and dataset. Data from local files (CCGbank)
+        is not its business: only the jobs that read it wait on it, and fail naming the missing path."""
         spec = self.spec
         models = sorted({b.model for b in spec.backbones})
-        names = sorted(set(spec.intermediate_tasks) | {spec.target.train_task, spec.target.task})
+        wanted = tasks.expand(sorted(set(spec.intermediate_tasks) | {spec.target.train_task, spec.target.task}))
+        names = sorted(t for t in wanted if not tasks.get(t).local)
         anchor = spec.backbones[0]
-        body = {"phase": "prefetch", **self.common(anchor), "prefetch": {"models": models, "tasks": names},
-                **self.local_data(names)}
+        body = {"phase": "prefetch", **self.common(anchor), "prefetch": {"models": models, "tasks": names}}
         # One CPU process is enough to download.
         self.prefetch = self.add("prefetch", anchor, body, None, world=(1, 1))
 
-    def _plan_backbone_root(self, backbone: Backbone) -> str | None:
-        """The job whose model the backbone's runs start from (None: the hub checkpoint itself)."""
+    def _plan_backbone_root(self, backbone: Backbone, continued: int = 0) -> str | None:
+        """The job whose model the backbone's runs start from (None: the hub checkpoint itself): the
+        tiny model's pretraining, then continued masked-LM (an MoE's upcycle steps, or its dense control's)."""
         spec = self.spec
         root = None
         if backbone.model in TINY_MODELS:
@@ -133,29 +140,51 @@ class Planner:
             body = {"phase": "pretrain", **self.common(dense), "seed": 0,
                     "hyperparameters": _hyper(spec.training.pretrain, "pretrain")}
             root = self.add("pretrain", dense, body, None)
-        moe = backbone.moe_settings
-        if moe and moe.upcycle_steps > 0:
+        if continued:
             body = {"phase": "pretrain", **self.common(backbone), "seed": 0,
-                    "hyperparameters": _hyper(spec.training.pretrain, "pretrain", max_steps=moe.upcycle_steps)}
+                    "hyperparameters": _hyper(spec.training.pretrain, "pretrain", max_steps=continued)}
             root = self.add("pretrain", backbone, body, root)
         return root
 
-    def _plan_run(self, backbone: Backbone, root: str | None, task: str, seed: int) -> None:
+    def _plan_run(self, backbone: Backbone, root: str | None, task: str, seed: int, pretraining: str = "") -> None:
         spec = self.spec
         parent = root
         if task != NONE:
             body = {"phase": "intermediate", "task": task, **self.common(backbone), "seed": seed,
                     "hyperparameters": _hyper(spec.training.intermediate, "intermediate", task),
                     **self.local_data([task])}
-            parent = self.add("intermediate", backbone, body, parent, run_task=task, seed=seed)
+            parent = self.add("intermediate", backbone, body, parent, run_task=task, seed=seed,
+                              pretraining=pretraining)
         body = {"phase": "target", "task": spec.target.train_task, **self.common(backbone), "seed": seed,
                 "hyperparameters": _hyper(spec.training.target, "target", spec.target.train_task)}
-        parent = self.add("target", backbone, body, parent, run_task=task, seed=seed)
+        parent = self.add("target", backbone, body, parent, run_task=task, seed=seed, pretraining=pretraining)
         target = spec.training.target
         body = {"phase": "evaluate", "task": spec.target.task, "languages": list(spec.target.languages),
                 **self.common(backbone), "seed": seed,
                 "hyperparameters": _hyper(target, "evaluate", spec.target.task)}
-        self.add("evaluate", backbone, body, parent, run_task=task, seed=seed)
+        self.add("evaluate", backbone, body, parent, run_task=task, seed=seed, pretraining=pretraining)
+
+
+def arms(spec: ExperimentSpec) -> list[tuple[Backbone, int]]:
+    """The backbones that get runs, with their continued masked-LM steps. An MoE that continues
+    pretraining after upcycling gets a dense control: the dense backbone of the same checkpoint with the
+    same continued pretraining (same data, same steps), named <dense>-cp<steps>, so the comparison is
+    like with like (Komatsuzaki et al. 2022 continue pretraining; doing it for one arm only would mix
+    the effect of MoE with that of more multilingual masked-LM)."""
+    out = []
+    for backbone in spec.backbones:
+        moe = backbone.moe_settings
+        out.append((backbone, moe.upcycle_steps if moe else 0))
+    names = {b.name for b in spec.backbones}
+    for moe_backbone, steps in list(out):
+        if moe_backbone.architecture != "moe" or not steps:
+            continue
+        for dense in spec.backbones:
+            name = f"{dense.name}-cp{steps}"
+            if dense.architecture == "dense" and dense.model == moe_backbone.model and name not in names:
+                names.add(name)
+                out.append((dense.model_copy(update={"name": name}), steps))
+    return out
 
 
 def plan(spec: ExperimentSpec) -> list[Job]:

@@ -14,9 +14,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 from stilts_contract import rules
-from stilts_contract.job import (BackboneRef, DeepSpeed, Model as _Model, MoE, PhaseTraining, TaskSettings,
-                                 first_error)
-from stilts_contract.names import TINY_MAX_SEQ_LENGTH, TINY_MODELS, XNLI_LANGUAGES
+from stilts_contract.job import (BackboneRef, DeepSpeed, MaskingSettings, Model as _Model, MoE, PhaseTraining,
+                                 TaskSettings, first_error)
+from stilts_contract.names import TINY_MODELS, XNLI_LANGUAGES
 from stilts_contract.tasks import (DEFAULT_INTERMEDIATE_TASKS, INTERMEDIATE_TASKS, TARGET_EVAL_TASKS,
                                    TARGET_TRAIN_TASKS, local_members)
 
@@ -52,7 +52,7 @@ class Backbone(BackboneRef):
         return rules.world_size(self.workers, self.gpus_per_worker)
 
 
-class PretrainTraining(PhaseTraining):
+class PretrainTraining(MaskingSettings, PhaseTraining):
     """Masked-LM: building a tiny backbone offline, and the MoE upcycle phase (its steps come from
     moe.upcycleSteps)."""
     learning_rate: float = Field(1e-4, gt=0, le=1, description="Peak learning rate (Adam).")
@@ -117,8 +117,8 @@ class Scheduling(_Model):
 
 class ExperimentSpec(_Model):
     """Does English intermediate-task training help zero-shot XNLI equally for dense and MoE backbones?"""
-    image: str = Field("ghcr.io/stilts-dev/stilts-trainer:0.1.0", max_length=512,
-                       description="Trainer image.")
+    image: str = Field("", max_length=512, description="Trainer image (empty: the operator's default, the "
+                       "chart's trainerImage).")
     data_source: Literal["hub", "synthetic"] = Field("hub", description="hub, or synthetic: the offline "
                                                      "tiny world (demo and tests).")
     mirror: str = Field("", max_length=1024, description="Root on the volume holding hub repos in the hub "
@@ -188,26 +188,22 @@ RULES: list[tuple[str, str, str]] = [
     ("", f"size(self.intermediateTasks) == 0 || self.backbones.all(b, {_batch_cel('intermediate')})",
      "spec.training.intermediate.batchSize must be a multiple of microBatchSize x every backbone's world size "
      "(workers x gpusPerWorker, or workers when gpusPerWorker is 0)"),
-    ("", f"self.backbones.all(b, !(b.model in {list(TINY_MODELS)} || (has(b.architecture) && "
-         "b.architecture == 'moe' && has(b.moe) && b.moe.upcycleSteps > 0)) || "
+    ("", f"self.backbones.all(b, !(b.model in {list(TINY_MODELS)} || self.backbones.exists(m, m.model == b.model "
+         "&& has(m.architecture) && m.architecture == 'moe' && has(m.moe) && m.moe.upcycleSteps > 0)) || "
          f"{_batch_cel('pretrain')})",
      "spec.training.pretrain.batchSize must be a multiple of microBatchSize x the world size of every backbone "
-     "that pretrains (tiny models, MoE with upcycleSteps)"),
-    ("", f"!self.backbones.exists(b, b.model in {list(TINY_MODELS)}) || "
-         f"(self.training.pretrain.maxSeqLength <= {TINY_MAX_SEQ_LENGTH} && "
-         f"self.training.intermediate.maxSeqLength <= {TINY_MAX_SEQ_LENGTH} && "
-         f"self.training.target.maxSeqLength <= {TINY_MAX_SEQ_LENGTH})",
-     f"spec.training.*.maxSeqLength: the built-in tiny models hold {TINY_MAX_SEQ_LENGTH} tokens; lower maxSeqLength"),
+     "that pretrains (tiny models; an MoE with upcycleSteps, and its dense control)"),
     ("seeds", "self.all(s, self.exists_one(t, t == s))", "spec.seeds: seeds must be unique"),
     ("intermediateTasks", "self.all(s, self.exists_one(t, t == s))",
      "spec.intermediateTasks: tasks must be unique"),
 ]
 
 
-def pretrains(backbone: Backbone) -> bool:
-    """Whether the backbone's runs start from a pretrain job of this experiment."""
-    moe = backbone.moe_settings
-    return backbone.model in TINY_MODELS or bool(moe and moe.upcycle_steps > 0)
+def pretrains(backbone: Backbone, spec: "ExperimentSpec") -> bool:
+    """Whether a pretrain job of this experiment runs with the backbone's shape: a tiny model's, an MoE's
+    continued masked-LM after upcycling, and that of its dense control (same checkpoint)."""
+    return backbone.model in TINY_MODELS or any(
+        m.moe_settings and m.moe_settings.upcycle_steps > 0 and m.model == backbone.model for m in spec.backbones)
 
 
 def check_contract_rules(spec: ExperimentSpec) -> None:
@@ -220,14 +216,11 @@ def check_contract_rules(spec: ExperimentSpec) -> None:
             checks.append((f"spec.backbones[{i}].", rules.ep_divides_world(b.moe_settings.expert_parallel_size,
                                                                              b.world)))
         phases = ["target"] + (["intermediate"] if spec.intermediate_tasks else []) + \
-            (["pretrain"] if pretrains(b) else [])
+            (["pretrain"] if pretrains(b, spec) else [])
         for phase in phases:
             hp = getattr(spec.training, phase)
             problem = rules.batch_fits_world(hp.batch_size, hp.micro_batch_size, b.world)
             checks.append((f"spec.training.{phase}.", problem and f"{problem} (backbone {b.name})"))
-        for phase in ("pretrain", "intermediate", "target"):
-            problem = rules.seq_length_fits(b.model, getattr(spec.training, phase).max_seq_length)
-            checks.append((f"spec.training.{phase}.", problem))
     for task in spec.intermediate_tasks:
         checks.append(("spec.", rules.local_data_needs_data_dir(task, spec.data_source, spec.data_dir)))
     for prefix, problem in checks:

@@ -109,10 +109,10 @@ def summarize(jobs: list[Job], records: dict, previous: dict, generation: int, n
     }
 
 
-def invalid(message: str, previous: dict, generation: int, now: float) -> dict:
-    """The status of an experiment whose spec cannot run: no child is created."""
-    wanted = [{"type": "Ready", "status": "False", "reason": "InvalidSpec", "message": message},
-              {"type": "Progressing", "status": "False", "reason": "InvalidSpec", "message": message}]
+def invalid(message: str, previous: dict, generation: int, now: float, reason: str = "InvalidSpec") -> dict:
+    """The status of an experiment that cannot run (InvalidSpec, or PolicyViolation): no child is created."""
+    wanted = [{"type": "Ready", "status": "False", "reason": reason, "message": message},
+              {"type": "Progressing", "status": "False", "reason": reason, "message": message}]
     return {"phase": "Failed", "message": _short(message, 400), "observedGeneration": generation,
             "conditions": conditions(wanted, previous.get("conditions"), generation, now)}
 

@@ -21,6 +21,10 @@ VARIANTS = {
     "monitors": ["--set", "serviceMonitor.enabled=true", "--set", "podMonitor.enabled=true",
                  "--set", "serviceMonitor.labels.release=kps"],
     "no-dashboard": ["--set", "dashboard.enabled=false", "--set", "serviceAccount.create=false"],
+    "trainjob": ["--set", "jobBackend=trainjob", "--set", "podMonitor.enabled=true"],
+    "alerts": ["--set", "prometheusRule.enabled=true", "--set", "dashboard.namespace=monitoring"],
+    "policy": ["--set", "policy.allowedImagePrefixes={registry.example.com/ml/}", "--set",
+               "trainerImage.repository=registry.example.com/ml/stilts-trainer", "--set", "global.imageRegistry=x"],
 }
 
 
@@ -46,6 +50,7 @@ def test_lint_and_render(variant):
         assert {"ServiceMonitor", "PodMonitor"} <= set(kinds)
     if variant == "no-dashboard":
         assert "ConfigMap" not in kinds and "ServiceAccount" not in kinds
+    assert "CustomResourceDefinition" in kinds, "the CRD is a template: helm upgrade updates it"
 
 
 def test_bad_values_are_refused_by_the_schema():
@@ -54,22 +59,29 @@ def test_bad_values_are_refused_by_the_schema():
 
 
 def test_chart_crd_is_identical_to_crds():
-    assert (CHART / "crds" / "stilts.dev_transferexperiments.yaml").read_text() == \
+    assert (CHART / "files" / "crd.yaml").read_text() == \
         (REPO / "crds" / "stilts.dev_transferexperiments.yaml").read_text()
 
 
-@pytest.mark.parametrize("variant", ["default", "namespaced"])
-def test_rbac_grants_exactly_what_the_operator_calls(variant):
+# Granted for the API server's OwnerReferencesPermission admission (children set blockOwnerDeletion), not
+# for a call of the operator's own.
+FOR_OWNER_REFERENCES = {("stilts.dev", "transferexperiments/finalizers", "update")}
+
+
+@pytest.mark.parametrize("variant, backend", [("default", "pytorchjob"), ("namespaced", "pytorchjob"),
+                                              ("trainjob", "trainjob")])
+def test_rbac_grants_exactly_what_the_operator_calls(variant, backend):
     docs = render(variant)
     kind = "Role" if variant == "namespaced" else "ClusterRole"
     discovery = next(d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("-discovery"))
-    roles = [d for d in docs if d["kind"] == kind and d is not discovery]
+    roles = [d for d in docs if d["kind"] == kind and d is not discovery
+             and not d["metadata"]["name"].endswith(("-edit", "-view"))]
     assert roles
     for role in roles:
         granted = {(g, r, v) for rule in role["rules"] + discovery["rules"] for g in rule["apiGroups"]
                    for r in rule["resources"] for v in rule["verbs"]}
         assert not any("*" in x for t in granted for x in t), "no wildcards"
-        needed = required("pytorchjob") | KOPF_OWN
+        needed = required(backend) | KOPF_OWN | FOR_OWNER_REFERENCES
         assert needed - granted == set(), f"missing: {needed - granted}"
         assert granted - needed == set(), f"granted but never used: {granted - needed}"
         assert not any(r == "secrets" for _, r, _ in granted), "the operator reads no Secrets"
@@ -148,3 +160,46 @@ def test_dockerfiles_pass_hadolint_and_keep_tests_out_of_the_context():
     trainer = (REPO / "Dockerfile.trainer").read_text()
     assert "USER 1000" in trainer and "torch==" not in trainer  # versions come from requirements.txt
     assert "torch" not in (REPO / "Dockerfile.operator").read_text().split("grep -E")[1].split("'")[1]
+
+
+def test_the_dashboard_lands_where_grafanas_sidecar_looks():
+    dashboard = next(d for d in render("alerts") if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith(
+        "-dashboard"))
+    assert dashboard["metadata"]["namespace"] == "monitoring"
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["annotations"]["grafana_folder"] == "stilts"
+    assert json.loads(dashboard["data"]["stilts.json"])["title"]
+
+
+def test_researchers_get_tx_through_the_built_in_roles():
+    roles = {d["metadata"]["name"]: d for d in render("default") if d["kind"] == "ClusterRole"}
+    edit, view = roles["stilts-edit"], roles["stilts-view"]
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert "create" in edit["rules"][0]["verbs"] and "delete" in edit["rules"][0]["verbs"]
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert set(view["rules"][0]["verbs"]) == {"get", "list", "watch"}
+
+
+def test_alert_rules_pass_promtool(tmp_path):
+    import shutil
+    promtool = shutil.which("promtool")
+    if not promtool:
+        message = "promtool not installed (make test installs Debian's prometheus package when run as root)"
+        if __import__("os").environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    rule = next(d for d in render("alerts") if d["kind"] == "PrometheusRule")
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    result = subprocess.run([promtool, "check", "rules", str(tmp_path / "rules.yaml")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]} == {
+        "StiltsJobFailed", "StiltsJobStuckPending", "StiltsExperimentFailed"}
+    metrics = {m for g in rule["spec"]["groups"] for r in g["rules"] for m in re.findall(r"\bstilts_[a-z_]+", r["expr"])}
+    assert metrics <= exported_metric_names(), metrics - exported_metric_names()
+
+
+def test_the_operator_gets_the_trainer_image_and_the_policy():
+    deployment = next(d for d in render("policy") if d["kind"] == "Deployment")
+    env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["STILTS_TRAINER_IMAGE"] == "registry.example.com/ml/stilts-trainer:0.1.0"
+    assert json.loads(env["STILTS_POLICY"])["allowedImagePrefixes"] == ["registry.example.com/ml/"]

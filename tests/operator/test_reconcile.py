@@ -263,7 +263,7 @@ def test_pytorchjob_manifest():
                                       "pretrain": {"microBatchSize": 4}})
     job = next(j for j in plan(parse_spec(exp["spec"])) if j.phase == "target")
     child = manifests.child_name(manifests.prefix(exp, 52), job.hash, 1)
-    template = manifests.pod_template(exp, job, 1, child, "pytorch")
+    template = manifests.pod_template(exp, job, 1, child, "pytorch", "img:1")
     pj = pytorchjob.manifest(exp, job, 1, child, template, manifests.metadata(exp, child, job, 1))
     replicas = pj["spec"]["pytorchReplicaSpecs"]
     assert replicas["Master"]["replicas"] == 1 and replicas["Worker"]["replicas"] == 1
@@ -299,7 +299,7 @@ def test_a_queue_name_labels_every_child_and_suspends_it_until_admitted():
     job = plan(parse_spec(exp["spec"]))[0]
     meta = manifests.metadata(exp, "c", job, 1)
     assert meta["labels"]["kueue.x-k8s.io/queue-name"] == "team-gpus"
-    pj = pytorchjob.manifest(exp, job, 1, "c", manifests.pod_template(exp, job, 1, "c", "pytorch"), meta)
+    pj = pytorchjob.manifest(exp, job, 1, "c", manifests.pod_template(exp, job, 1, "c", "pytorch", "img:1"), meta)
     assert pj["spec"]["runPolicy"]["suspend"] is True
 
 

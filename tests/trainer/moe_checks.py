@@ -25,9 +25,12 @@ def main() -> None:
         up = model.build_encoder(directory, Backbone(name="m", model="x", architecture="moe", moe=settings), 1)
         moe.attach_groups(up)
         up.eval()
+        real = batch["attention_mask"].bool()  # padding is kept out of routing; real tokens must match
         with torch.no_grad():
-            diff = (dense(**batch).last_hidden_state - up(**batch).last_hidden_state).abs().max().item()
+            diff = (dense(**batch).last_hidden_state - up(**batch).last_hidden_state)[real].abs().max().item()
         out[f"top{k}_max_diff"] = diff
+        out[f"top{k}_routed_tokens"] = [int(layer.counts.sum()) for layer in moe.moe_layers(up)]
+        out["real_tokens"] = int(real.sum())
         out["moe_layers"] = moe.layer_indices(4, settings)
         out["experts_identical"] = all(
             torch.equal(e.dense_in.weight, layer.moe.deepspeed_moe.experts.deepspeed_experts[0].dense_in.weight)

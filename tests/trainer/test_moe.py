@@ -27,10 +27,12 @@ def checks():
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def test_fresh_top2_upcycle_equals_the_dense_model(checks):
+def test_fresh_top2_upcycle_equals_the_dense_model_with_padding_kept_out_of_routing(checks):
     assert checks["experts_identical"]
     assert checks["top2_max_diff"] < 1e-5
     assert checks["moe_layers"] == [1, 3]
+    # One first choice per real token in each MoE layer: no padding token was routed.
+    assert checks["top2_routed_tokens"] == [checks["real_tokens"]] * 2
 
 
 def test_top1_upcycle_does_not_reproduce_dense_as_documented(checks):

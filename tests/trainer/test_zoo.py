@@ -15,7 +15,7 @@ MOE = {"name": "moe", "model": "stilts/tiny-xlmr", "architecture": "moe",
        "moe": {"experts": 2, "topK": 2, "everyNLayers": 2, "expertParallelSize": 2}}
 DENSE = {"name": "dense", "model": "stilts/tiny-xlmr"}
 INTERMEDIATE = {"learningRate": 1e-3, "maxSteps": 40, "evalEverySteps": 1000, "evalExamples": 100,
-                "maxSeqLength": 64, "docStride": 16}
+                "maxSeqLength": 64, "spanMaxSeqLength": 64, "docStride": 16}
 TARGET = {"maxSteps": 8, "evalEverySteps": 1000, "evalExamples": 100}
 
 # (task, processes, backbone): one task per format on two processes, MoE with ep=2 for the formats

@@ -136,6 +136,21 @@ def collate_tokens(items: list[dict], pad_id: int) -> dict:
     return ids_and_mask([i["input_ids"] for i in items], pad_id)
 
 
+def pack(sequences: list[list[int]], max_length: int) -> list[list[int]]:
+    """Consecutive token sequences joined into rows of at most `max_length` (RoBERTa's full-sentence
+    packing): short lines cost no padding, so a masked-LM step learns from every position it computes."""
+    rows, row = [], []
+    for ids in sequences:
+        ids = ids[:max_length]
+        if row and len(row) + len(ids) > max_length:
+            rows.append(row)
+            row = []
+        row = row + ids
+    if row:
+        rows.append(row)
+    return rows
+
+
 def pad_batch(batch: dict, shape: tuple[int, ...], pad_id: int) -> dict:
     """Grow every tensor of a batch to `shape` (input_ids' shape; a target keeps its own rank):
     padding tokens, masked out, targets ignored (-100)."""
@@ -157,7 +172,7 @@ def mask_tokens(batch: dict, tokenizer, probability: float, generator: torch.Gen
     """BERT-style masking: of the chosen tokens 80% <mask>, 10% random, 10% unchanged."""
     ids = batch["input_ids"].clone()
     labels = ids.clone()
-    special = torch.tensor([[t in tokenizer.all_special_ids for t in row] for row in ids.tolist()])
+    special = torch.isin(ids, torch.tensor(tokenizer.all_special_ids))
     chosen = (torch.rand(ids.shape, generator=generator) < probability) & ~special & (batch["attention_mask"] == 1)
     labels[~chosen] = -100
     roll = torch.rand(ids.shape, generator=generator)

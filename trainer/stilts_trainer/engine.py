@@ -102,6 +102,16 @@ class LoopState:
 Evaluator = Callable[[torch.nn.Module], float]
 
 
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on weights, not on biases or LayerNorm (BERT's and jiant's rule)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay, "name": "decay"},
+            {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}]
+
+
 def needs_common_shape(module: torch.nn.Module) -> bool:
     """Expert parallelism exchanges capacity-sized buffers computed from each rank's token count:
     every rank of an expert-parallel group must then see batches of the same shape."""
@@ -159,12 +169,10 @@ def train(job: Job, ctx: Context, model: torch.nn.Module, training: sampling.Tra
     stream = sampling.Stream(training, sched, job.seed, total * sched.accumulation)
     window = max(1, total // LOSS_POINTS)
     torch.manual_seed(job.seed * 1000 + ctx.rank)
-    params = {"params": [p for p in model.parameters() if p.requires_grad], "name": "params"}
+    groups = parameter_groups(model, hp.weight_decay)
     if moe.moe_layers(model):  # expert and non-expert parameters reduce over different groups
         from deepspeed.moe.utils import split_params_into_different_moe_groups_for_optimizer
-        groups = split_params_into_different_moe_groups_for_optimizer(params)
-    else:
-        groups = [params]
+        groups = split_params_into_different_moe_groups_for_optimizer(groups)
     engine, *_ = deepspeed.initialize(model=model, model_parameters=groups,
                                       config=deepspeed_config(job, sched, total, ctx.device))
     out = Path(job.output)

@@ -58,18 +58,49 @@ class MoEOutput(nn.Module):
                        min_capacity=settings.min_capacity, use_residual=settings.use_residual,
                        noisy_gate_policy=None if settings.noisy_gate_policy == "none" else settings.noisy_gate_policy,
                        drop_tokens=settings.drop_tokens)
+        # A new router, initialised as sparse upcycling does (normal, std 0.02); with top-2 renormalised
+        # gates the upcycled model equals the dense one whatever the router says.
+        nn.init.normal_(self.moe.deepspeed_moe.gate.wg.weight, std=0.02)
         self.dropout, self.LayerNorm = layer.output.dropout, layer.output.LayerNorm
         self.aux_loss: torch.Tensor | None = None
         self.counts: torch.Tensor | None = None
-        self.tokens = 0
+        self.tokens = self.capacity_tokens = 0
+        self.token_mask: torch.Tensor | None = None  # set by the encoder's pre-hook (see upcycle)
 
     def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+        """Padding is kept out of routing: real tokens go first, so they claim expert capacity before any
+        padding does, and the load-balancing loss and the expert counts are over real tokens only. The
+        number of tokens, and so every buffer's shape, stays the same on every rank (expert parallelism
+        exchanges them)."""
+        gate = self.moe.deepspeed_moe.gate
         # DeepSpeed samples the second expert (Gumbel) whenever the flag is on; keep evaluation deterministic.
-        self.moe.deepspeed_moe.gate.top2_2nd_expert_sampling = self.training
-        out, aux, counts = self.moe(hidden_states)
-        self.aux_loss, self.counts = aux, counts.detach()
-        self.tokens = hidden_states.shape[0] * hidden_states.shape[1]
-        return self.LayerNorm(self.dropout(out) + input_tensor)
+        gate.top2_2nd_expert_sampling = self.training
+        width = hidden_states.shape[-1]
+        tokens = hidden_states.reshape(-1, width)
+        used = self.token_mask.reshape(-1).bool() if self.token_mask is not None else None
+        self.capacity_tokens = tokens.shape[0]  # what DeepSpeed sizes expert capacity from
+        if used is None or used.numel() != tokens.shape[0] or bool(used.all()):
+            out, aux, counts = self.moe(hidden_states)
+            self.aux_loss, self.counts, self.tokens = aux, counts.detach(), tokens.shape[0]
+            return self.LayerNorm(self.dropout(out) + input_tensor)
+        order = torch.argsort((~used).to(torch.int8), stable=True)
+        real = int(used.sum())
+        out, _, _ = self.moe(tokens[order].unsqueeze(0))
+        out = torch.zeros_like(tokens).index_copy(0, order[:real], out.reshape(-1, width)[:real])
+        self.aux_loss, self.counts = balance_loss(gate, tokens[used])
+        self.tokens = real
+        return self.LayerNorm(self.dropout(out.reshape(hidden_states.shape)) + input_tensor)
+
+
+def balance_loss(gate, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """GShard's load-balancing loss, as DeepSpeed computes it (E x sum over experts of the mean router
+    probability times the share of tokens whose first choice it is), and the first-choice counts, over
+    the given tokens only."""
+    gates = torch.softmax(torch.nn.functional.linear(tokens.float(), gate.wg.weight.float()), dim=1)
+    experts = gates.shape[1]
+    first = torch.nn.functional.one_hot(gates.argmax(dim=1), experts).float()
+    loss = (gates.mean(0) * first.mean(0)).sum() * experts
+    return loss, first.sum(0).detach().long()
 
 
 def layer_indices(num_layers: int, settings) -> list[int]:
@@ -96,13 +127,22 @@ def effective_ep_size(settings, world: int, training: bool = True) -> int:
 
 
 def upcycle(encoder: nn.Module, settings, ep_size: int) -> list[int]:
-    """Turn the chosen layers of an XLMRobertaModel into MoE layers, in place."""
+    """Turn the chosen layers of an XLMRobertaModel into MoE layers, in place. A pre-hook hands each
+    forward's attention mask to the MoE layers, so whoever calls the encoder keeps padding out of routing."""
     layers = layer_indices(len(encoder.encoder.layer), settings)
     for i in layers:
         layer = encoder.encoder.layer[i]
         layer.output = MoEOutput(layer, settings, ep_size)
         layer.intermediate = nn.Identity()
+    encoder.register_forward_pre_hook(_share_token_mask, with_kwargs=True)
     return layers
+
+
+def _share_token_mask(encoder: nn.Module, args, kwargs):
+    mask = kwargs.get("attention_mask")
+    for layer in moe_layers(encoder):
+        layer.token_mask = mask
+    return None
 
 
 def attach_groups(module: nn.Module) -> None:
@@ -134,7 +174,7 @@ def load_stats(module: nn.Module) -> dict:
         k = gate.k
         if gate.drop_tokens:
             cf = gate.capacity_factor if m.training else gate.eval_capacity_factor
-            capacity = max(math.ceil(m.tokens / len(m.counts) * cf * k), gate.min_capacity)
+            capacity = max(math.ceil(m.capacity_tokens / len(m.counts) * cf * k), gate.min_capacity)
             dropped += float(torch.clamp(m.counts.float().cpu() - capacity, min=0).sum())
         routes += m.tokens * k
     return {"expert_share": (total / total.sum().clamp(min=1)).tolist(), "dropped_share": dropped / max(routes, 1)}

@@ -49,6 +49,11 @@ app.kubernetes.io/component: operator
 - apiGroups: ["stilts.dev"]
   resources: ["transferexperiments/status"]
   verbs: ["patch"]
+# Children set blockOwnerDeletion on their owner reference: clusters that enforce OwnerReferencesPermission
+# (OpenShift, for one) require update on the owner's finalizers for that.
+- apiGroups: ["stilts.dev"]
+  resources: ["transferexperiments/finalizers"]
+  verbs: ["update"]
 - apiGroups: [{{ include "stilts.backendGroup" . | quote }}]
   resources: [{{ include "stilts.backendPlural" . | quote }}]
   verbs: ["get", "list", "watch", "create", "delete"]

@@ -37,6 +37,7 @@ class Backend:
     manifest: Callable                 # (experiment, job, attempt, name, pod template, metadata) -> the child
     observe: Callable                  # (child object, its pods) -> Observed
     is_leader: Callable[[dict], bool]  # pod -> whether it is rank 0
+    unsupported: Callable[[dict], list] = lambda spec: []  # spec -> what this backend cannot do (one line each)
 
     @property
     def api_version(self) -> str:
@@ -99,9 +100,9 @@ def running_or_waiting(pods: list[dict], expected: int) -> Observed:
 
 
 def get(name: str) -> Backend:
-    from . import pytorchjob
+    from . import pytorchjob, trainjob
 
-    backends = {b.name: b for b in (pytorchjob.BACKEND,)}
+    backends = {b.name: b for b in (pytorchjob.BACKEND, trainjob.BACKEND)}
     try:
         return backends[name]
     except KeyError:

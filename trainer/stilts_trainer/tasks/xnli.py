@@ -1,7 +1,7 @@
 from .. import synthetic
 from . import HubSplit, Task, pair_record, register
 
-SIZES = {"dev": 500, "test": 1000}
+SIZES = {"dev": 300, "test": 1000}
 
 
 def make_synthetic(split: str, seed: int, language: str = "en") -> list[dict]:

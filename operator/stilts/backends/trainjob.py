@@ -1,0 +1,75 @@
+"""Kubeflow Trainer v2: TrainJob `trainer.kubeflow.org/v1alpha1`, on JobSet.
+
+Each TrainJob refers to the chart's ClusterTrainingRuntime `stilts-torch-distributed`, which carries
+what every job shares (the restricted security context, no service-account token, the metrics port,
+restartPolicy Never). The TrainJob sets image, command, nodes, processes per node and resources, and
+adds through `runtimePatches` (Trainer v2.3) what is per job: the claim, /dev/shm, the job's ConfigMap,
+labels, node selector and tolerations. The Trainer's torch plugin sets the PET_* variables torchrun
+reads. The leader is the pod with completion index 0 of the first Job, found by JobSet's labels.
+"""
+
+from __future__ import annotations
+
+from . import Backend, condition, outcome, running_or_waiting
+from ..reconcile import Observed
+
+RUNTIME = "stilts-torch-distributed"
+REPLICATED_JOB = "node"          # the runtime's replicated job, and its container's name
+MANAGER = "stilts.dev/operator"  # who owns our runtime patch (Kueue adds its own)
+LEADER_LABELS = {"jobset.sigs.k8s.io/job-index": "0", "batch.kubernetes.io/job-completion-index": "0"}
+
+
+def manifest(experiment: dict, job, attempt: int, name: str, template: dict, metadata: dict) -> dict:
+    pod = template["spec"]
+    container = pod["containers"][0]
+    nodes = job.workers
+    spec = {
+        "runtimeRef": {"name": RUNTIME, "kind": "ClusterTrainingRuntime", "apiGroup": "trainer.kubeflow.org"},
+        "trainer": {"image": container["image"], "command": container["command"], "env": container["env"],
+                    "numNodes": nodes, "numProcPerNode": job.processes_per_worker,
+                    "resourcesPerNode": container["resources"]},
+        "runtimePatches": [{"manager": MANAGER, "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [{
+            "name": REPLICATED_JOB, "template": {"spec": {"template": {
+                "metadata": {"labels": template["metadata"]["labels"]},
+                "spec": {"volumes": pod["volumes"],
+                         "containers": [{"name": REPLICATED_JOB, "volumeMounts": container["volumeMounts"]}],
+                         **({"nodeSelector": pod["nodeSelector"]} if pod.get("nodeSelector") else {}),
+                         **({"tolerations": pod["tolerations"]} if pod.get("tolerations") else {})}}}}}]}}}}],
+    }
+    if metadata["labels"].get("kueue.x-k8s.io/queue-name"):
+        spec["suspend"] = True  # Kueue admits it by resuming it; created suspended, no pod races the quota
+    return {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob", "metadata": metadata, "spec": spec}
+
+
+def observe(child: dict, pods: list[dict]) -> Observed:
+    if condition(child, "Complete"):
+        return outcome(BACKEND, "Succeeded", pods)
+    failed = condition(child, "Failed")
+    if failed:
+        return outcome(BACKEND, "Failed", pods, failed.get("message", ""))
+    if condition(child, "Suspended"):
+        return Observed("Queued", reason="Suspended", message="waiting for admission by its queue")
+    return running_or_waiting(pods, (child.get("spec") or {}).get("trainer", {}).get("numNodes", 1))
+
+
+def is_leader(pod: dict) -> bool:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return all(labels.get(k) == v for k, v in LEADER_LABELS.items())
+
+
+def unsupported(spec: dict) -> list[str]:
+    """What Trainer v2.3's runtime patches cannot set per TrainJob."""
+    if (spec.get("scheduling") or {}).get("priorityClassName"):
+        return ["spec.scheduling.priorityClassName: the trainjob backend cannot set a priority class per job "
+                "(Trainer v2.3 runtime patches do not carry it); set it in the stilts ClusterTrainingRuntime, "
+                "or use Kueue's WorkloadPriorityClass"]
+    return []
+
+
+BACKEND = Backend(
+    name="trainjob", group="trainer.kubeflow.org", version="v1alpha1", plural="trainjobs", kind="TrainJob",
+    container=REPLICATED_JOB,
+    # JobSet names Jobs <trainjob>-node-<i> and pods <trainjob>-node-<i>-<index>-<random 5>; the pod's
+    # hostname <trainjob>-node-<i>-<index> must stay a DNS label of at most 63 characters.
+    max_name=46,
+    manifest=manifest, observe=observe, is_leader=is_leader, unsupported=unsupported)
