@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stilts_contract import rules, summary as summaries
-from stilts_contract.names import COMPLETE, TRAIN_LOG, Exit, is_permanent
+from stilts_contract.names import COMPLETE, PROGRESS, TRAIN_LOG, Exit, is_permanent
 
 from .plan import Job, job_json, plan
 from .reconcile import ACTIVE, Observed, Policy, counts, reconcile
 from .spec import Experiment, SpecError
+from .status import eta
 
 
 DEFAULT_TRAINER = (sys.executable, "-m", "stilts_trainer")
@@ -135,6 +136,8 @@ class LocalExecutor:
         self.policy = Policy.of(self.experiment.spec, self.parallel or max(1, self.cores // widest))
         self.dir = self.root / self.experiment.name
         self.records: dict[str, dict] = {}
+        self.live = None  # rich's live progress, on a terminal
+        self.live_tasks: dict[str, int] = {}
         self.directories: dict[str, Path] = {}
         self.children: dict[str, Child] = {}
         self.results: dict[str, dict] = {}
@@ -211,8 +214,37 @@ class LocalExecutor:
     def say(self, text: str) -> None:
         if self.echo:
             c = counts(self.records)
-            print(f"[{c['Succeeded']}/{len(self.jobs)} done, {sum(c[s] for s in ACTIVE)} running, "
-                  f"{c['Failed'] + c['Blocked']} failed] {text}", flush=True)
+            line = (f"[{c['Succeeded']}/{len(self.jobs)} done, {sum(c[s] for s in ACTIVE)} running, "
+                    f"{c['Failed'] + c['Blocked']} failed] {text}")
+            if self.live:
+                self.live.console.print(line, highlight=False)
+            else:
+                print(line, flush=True)
+
+    def show_progress(self, now: float) -> None:
+        """On a terminal: a bar per running job (step / total, the trainer's ETA) and one for the grid."""
+        if not self.live:
+            return
+        tasks = self.live_tasks
+        if "grid" not in tasks:
+            tasks["grid"] = self.live.add_task(self.experiment.name, total=len(self.jobs), eta="")
+        left = eta(self.jobs, self.records, self.policy.max_active)
+        self.live.update(tasks["grid"], completed=counts(self.records)["Succeeded"],
+                         eta=f"{left:.0f}s" if left is not None else "")
+        running = {name: child for name, child in self.children.items() if child.process.poll() is None}
+        for name in [n for n in tasks if n != "grid" and n not in running]:
+            self.live.remove_task(tasks.pop(name))
+        for name, child in running.items():
+            progress = self.dir / child.job.hash / PROGRESS
+            try:
+                p = json.loads(progress.read_text()) if progress.is_file() else {}
+            except (OSError, json.JSONDecodeError):  # written atomically; a read may still race a rename
+                p = {}
+            if name not in tasks:
+                tasks[name] = self.live.add_task(child.job.name, total=None, eta="")
+            if p.get("total") and p.get("time", 0) >= child.started:
+                self.live.update(tasks[name], total=p["total"], completed=p["step"],
+                                 eta=f"{p['eta']:.0f}s" if p.get("eta") is not None else "")
 
     def write_manifest(self) -> None:
         """plan.json: what each hash is and how it went, for `stilts report` and for people."""
@@ -258,6 +290,20 @@ class LocalExecutor:
     def run(self, poll_seconds: float = 0.5) -> bool:
         """Run the DAG to the end; True when every job succeeded."""
         self.started = time.time()
+        if self.echo and sys.stdout.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            self.live = Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("eta {task.fields[eta]}"), transient=True)
+            self.live.start()
+        try:
+            return self._run(poll_seconds)
+        finally:
+            if self.live:
+                self.live.stop()
+                self.live = None
+
+    def _run(self, poll_seconds: float) -> bool:
         for job in self.jobs:
             found = find_complete(self.root, self.experiment.name, job.hash)
             if found:
@@ -269,6 +315,7 @@ class LocalExecutor:
         try:
             while True:
                 wait = self.step(time.time())
+                self.show_progress(time.time())
                 c = counts(self.records)
                 if not any(c[s] for s in ("Pending", "Backoff") + ACTIVE):
                     break

@@ -37,6 +37,7 @@ from .workqueue import WorkQueue
 log = logging.getLogger("stilts.operator")
 RESYNC_SECONDS = float(os.environ.get("STILTS_RESYNC_SECONDS", "30"))
 BACKEND = backends.get(os.environ.get("STILTS_JOB_BACKEND", "pytorchjob"))
+LOGGED_EVENTS = ("JobRearmed",)
 NO_PODS_GRACE_SECONDS = 5  # a child without pods this long: look at its events for why (admission)
 
 
@@ -284,8 +285,16 @@ class Controller:
         status.update(jobsConfigMap=jobs_store, resultsConfigMap=results_store)
         if changed(previous, status):
             self._patch_status(namespace, name, status)
+        # Events say what needs a person: warnings (failures, retries, lost children), re-arms, and the
+        # experiment's own transitions. A job created or finished is routine (`stilts status`, the
+        # dashboard); one event each would bury the rest in `kubectl describe` at paper scale.
         for kind, reason, message in d.events:
-            kopf.event(experiment, type=kind, reason=reason, message=message[:1000])
+            if kind == "Warning" or reason in LOGGED_EVENTS:
+                kopf.event(experiment, type=kind, reason=reason, message=message[:1000])
+        if status["phase"] != previous.get("phase"):
+            kind = "Warning" if status["phase"] == "Failed" else "Normal"
+            kopf.event(experiment, type=kind, reason=f"Experiment{status['phase']}",
+                       message=f"{status['progress']} jobs succeeded; {status['message']}"[:1000])
         self.metrics.record(name, status["phase"], jobs, d.records, known.results,
                             eta(jobs, d.records, spec.max_concurrent_jobs), now)
         return d.requeue_after

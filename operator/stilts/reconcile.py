@@ -79,10 +79,11 @@ def reconcile(jobs: list[Job], records: dict, observed: dict[str, Observed], now
     # Records of jobs the plan no longer has (an edited spec) are dropped: the status stays bounded.
     recs = {j.hash: dict(records.get(j.hash) or {"state": "Pending", "attempts": 0}) for j in jobs}
     waits: list[float] = []
-    if rearm:
+    if rearm:  # attempts keep counting (every attempt has its own child name); the retry budget starts over
         for job in jobs:
-            if recs[job.hash]["state"] in ("Failed", "Blocked"):
-                recs[job.hash] = {"state": "Pending", "attempts": 0}
+            rec = recs[job.hash]
+            if rec["state"] in ("Failed", "Blocked"):
+                recs[job.hash] = {"state": "Pending", "attempts": rec["attempts"], "rearmedAt": rec["attempts"]}
                 d.events.append(("Normal", "JobRearmed", f"{job.name}: re-armed by a retry request"))
 
     def move(rec: dict, state: str, **extra) -> None:
@@ -95,12 +96,13 @@ def reconcile(jobs: list[Job], records: dict, observed: dict[str, Observed], now
     def fail_attempt(job: Job, rec: dict, name: str, child: Observed, reason: str, message: str) -> None:
         d.delete.append(name)
         message = message[:500]
-        if child.permanent or rec["attempts"] > policy.retry_limit:
+        tries = rec["attempts"] - rec.get("rearmedAt", 0)
+        if child.permanent or tries > policy.retry_limit:
             move(rec, "Failed", reason=reason, message=message)
             why = "a permanent failure, not retried" if child.permanent else f"after {rec['attempts']} attempts"
             d.events.append(("Warning", "JobFailed", f"{job.name} failed, {why}: {reason}: {message}"))
         else:
-            delay = backoff_delay(policy, rec["attempts"])
+            delay = backoff_delay(policy, tries)
             move(rec, "Backoff", reason=reason, message=message, retryAfter=now + delay)
             d.events.append(("Warning", "JobRetrying", f"{job.name} attempt {rec['attempts']} failed, retrying in "
                                                        f"{delay:g}s: {reason}: {message}"))

@@ -22,6 +22,8 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("STILTS_CACHE_DIR", Path.home() / ".cache" / "stilts")) / "controlplane" / "bin"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "training-operator")
 PYTORCHJOB_CRD = BIN / "kubeflow.org_pytorchjobs.yaml"
+# The chart's restricted Worker init container: the training operator runs with it, as README tells admins.
+PYTORCH_INIT_CONTAINER = REPO / "charts" / "stilts" / "files" / "pytorch-init-container.yaml"
 OUR_CRD = REPO / "crds" / "stilts.dev_transferexperiments.yaml"
 ADMIN_TOKEN = "stilts-admin-token"
 USER_TOKEN = "stilts-user-token"
@@ -155,7 +157,7 @@ class ControlPlane:
     def _start_controller_manager(self) -> None:
         p = start("kube-controller-manager", [
             str(BIN / "kube-controller-manager"), "--kubeconfig", str(self.kubeconfig),
-            "--controllers", "garbagecollector,namespace", "--leader-elect=false",
+            "--controllers", "garbagecollector,namespace,clusterrole-aggregation", "--leader-elect=false",
             "--bind-address", "127.0.0.1", "--secure-port", str(free_port()),
             "--authentication-skip-lookup", "--authorization-always-allow-paths", "/healthz,/readyz,/livez,/metrics",
             "--v", "1"], self.workdir)
@@ -186,6 +188,29 @@ class ControlPlane:
         return name
 
 
+def make_certs(workdir: Path, ca_name: str, dns_names: list[str], ips: tuple[str, ...] = ("127.0.0.1",)) -> dict:
+    """A CA and a server certificate for a controller's webhook server, PEM (PKCS#1 keys, valid ten years,
+    the CA's name also as a SAN): what cert-controller's rotators accept as "no refresh needed", so they
+    do not rotate, and race, at start-up. Returns ca.crt, ca.key, tls.crt, tls.key."""
+    d = workdir / f"certs-{ca_name}"
+    d.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+    openssl("genrsa", "-traditional", "-out", "ca.key", "2048")
+    openssl("req", "-x509", "-new", "-key", "ca.key", "-out", "ca.crt", "-days", "3650", "-subj", f"/CN={ca_name}",
+            "-addext", f"subjectAltName=DNS:{ca_name}", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature")
+    openssl("genrsa", "-traditional", "-out", "tls.key", "2048")
+    openssl("req", "-new", "-key", "tls.key", "-out", "tls.csr", "-subj", f"/CN={dns_names[0]}")
+    sans = ",".join([f"DNS:{n}" for n in dns_names] + [f"IP:{i}" for i in ips])
+    (d / "ext.cnf").write_text(f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\n"
+                               "keyUsage=critical,digitalSignature,keyEncipherment\n")
+    openssl("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+            "tls.crt", "-days", "3650", "-extfile", "ext.cnf")
+    return {name: (d / name).read_bytes() for name in ("ca.crt", "ca.key", "tls.crt", "tls.key")}
+
+
 @dataclass
 class TrainingOperator:
     """The Kubeflow training operator run out of cluster (see shared notes, control-plane.md)."""
@@ -198,10 +223,15 @@ class TrainingOperator:
         from kubernetes.client.rest import ApiException
         api = self.plane.api_client()
         core = client.CoreV1Api(api)
+        # Pre-seeded certificates: the operator's rotator finds them valid and does not rotate at start-up,
+        # where a race in it (cert-controller v0.12) can panic the process ("close of closed channel").
+        certs = make_certs(self.plane.workdir, "training-operator-ca",
+                           [f"training-operator.{self.namespace}.svc", "localhost"])
         for create in (
             lambda: core.create_namespace({"metadata": {"name": self.namespace}}),
             lambda: core.create_namespaced_secret(self.namespace, {"metadata": {
-                "name": "training-operator-webhook-cert"}}),
+                "name": "training-operator-webhook-cert"}, "data": {
+                    k: base64.b64encode(v).decode() for k, v in certs.items()}}),
             lambda: client.AdmissionregistrationV1Api(api).create_validating_webhook_configuration({
                 "metadata": {"name": "validator.training-operator.kubeflow.org"}, "webhooks": []}),
         ):
@@ -216,6 +246,7 @@ class TrainingOperator:
         self.process = start("training-operator", [
             str(BIN / "training-operator"), "--kubeconfig", str(self.plane.kubeconfig),
             "--enable-scheme=pytorchjob", "--metrics-bind-address", f"127.0.0.1:{free_port()}",
+            "--pytorch-init-container-template-file", str(PYTORCH_INIT_CONTAINER),
             "--health-probe-bind-address", f"127.0.0.1:{free_port()}", "--webhook-server-port", str(free_port())],
             self.plane.workdir, env={"MY_POD_NAMESPACE": self.namespace})
         self.plane.processes.append(self.process)
@@ -236,29 +267,39 @@ class TrainingOperator:
 
 class PodSimulator:
     """Plays the kubelet for tests: moves pods through Pending -> Running -> Succeeded/Failed via the
-    pods/status subresource, with a container termination message."""
+    pods/status subresource, with a container termination message. Pods are plain dicts (raw JSON is
+    several times faster than the client's models, and a paper-scale grid has hundreds of pods)."""
 
     def __init__(self, api_client):
         from kubernetes import client
         self.core = client.CoreV1Api(api_client)
 
-    def pods(self, namespace: str, selector: str) -> list:
-        return self.core.list_namespaced_pod(namespace, label_selector=selector).items
+    def pods(self, namespace: str, selector: str) -> list[dict]:
+        import json
+        response = self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)
+        return json.loads(response.data)["items"]
 
-    def _patch(self, pod, phase: str, container_state: dict, ready: bool) -> None:
+    def _patch(self, pod: dict, phase: str, container_state: dict, ready: bool) -> None:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        statuses = [{"name": c.name, "image": c.image, "imageID": "", "ready": ready, "restartCount": 0,
-                     "started": phase == "Running", "state": container_state} for c in pod.spec.containers]
+        statuses = [{"name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": ready, "restartCount": 0,
+                     "started": phase == "Running", "state": container_state} for c in pod["spec"]["containers"]]
         body = {"status": {"phase": phase, "startTime": now, "containerStatuses": statuses,
                            "conditions": [{"type": "Ready", "status": "True" if ready else "False",
                                            "lastTransitionTime": now}]}}
-        self.core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace, body)
+        self.core.patch_namespaced_pod_status(pod["metadata"]["name"], pod["metadata"]["namespace"], body)
 
-    def run(self, pod) -> None:
+    def run(self, pod: dict) -> None:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self._patch(pod, "Running", {"running": {"startedAt": now}}, True)
 
-    def finish(self, pod, exit_code: int = 0, message: str = "") -> None:
+    def unschedulable(self, pod: dict, message: str = "0/4 nodes are available: 4 Insufficient nvidia.com/gpu.") -> None:
+        """What the scheduler writes when no node fits."""
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.core.patch_namespaced_pod_status(pod["metadata"]["name"], pod["metadata"]["namespace"], {"status": {
+            "phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                                "message": message, "lastTransitionTime": now}]}})
+
+    def finish(self, pod: dict, exit_code: int = 0, message: str = "") -> None:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         terminated = {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
                       "message": message, "startedAt": now, "finishedAt": now}

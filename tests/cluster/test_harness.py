@@ -103,9 +103,9 @@ def test_pytorchjob_gets_pods_and_the_simulator_drives_it_to_succeeded(control_p
     selector = "training.kubeflow.org/job-name=pj"
     pods = wait_until(lambda: (p := pod_simulator.pods(namespace, selector)) and len(p) == 2 and p, 60,
                       "the training operator to create 2 pods", training_operator.process)
-    assert sorted(p.metadata.name for p in pods) == ["pj-master-0", "pj-worker-0"]
-    master = next(p for p in pods if p.metadata.name.endswith("master-0"))
-    env = {e.name: e.value for e in master.spec.containers[0].env or []}
+    assert sorted(p["metadata"]["name"] for p in pods) == ["pj-master-0", "pj-worker-0"]
+    master = next(p for p in pods if p["metadata"]["name"].endswith("master-0"))
+    env = {e["name"]: e.get("value") for e in master["spec"]["containers"][0].get("env") or []}
     assert env.get("WORLD_SIZE") == "2" and env.get("RANK") == "0", env
     for pod in pods:
         pod_simulator.run(pod)

@@ -43,9 +43,10 @@ def test_plan_is_a_dag_with_parents_first_and_stable_hashes(raw):
         for dep in j.depends_on:
             assert position[dep] < position[j.hash]
     assert [j.hash for j in P.plan(parse_spec(copy.deepcopy(raw)))] == [j.hash for j in jobs]
-    # Backbones that differ only by name are the same work: one job per run for all of them.
-    identities = {(b["model"], b["architecture"], str(b.get("moe"))) for b in raw["backbones"]}
-    runs = len(identities) * (len(raw["intermediateTasks"]) + raw["baseline"]) * len(raw["seeds"])
+    # Backbones that differ only by name are the same work: one job per run for all of them. An MoE that
+    # continues pretraining adds a dense control of the same checkpoint with the same continued steps.
+    arms = {(b.model, b.architecture, str(b.moe_settings), steps) for b, steps in P.arms(parse_spec(raw))}
+    runs = len(arms) * (len(raw["intermediateTasks"]) + raw["baseline"]) * len(raw["seeds"])
     assert sum(j.phase == "evaluate" for j in jobs) == runs
 
 
@@ -95,12 +96,21 @@ def test_backbones_from_one_tiny_model_share_its_pretrain_and_moe_upcycles_from_
          "moe": {"experts": 4, "expertParallelSize": 2, "upcycleSteps": 50}}]})
     jobs = P.plan(spec)
     pretrains = [j for j in jobs if j.phase == "pretrain"]
-    assert len(pretrains) == 2
-    dense_root = next(j for j in pretrains if j.body["backbone"]["architecture"] == "dense")
+    assert len(pretrains) == 3
+    dense_root = next(j for j in pretrains if j.parent is None)
     upcycle = next(j for j in pretrains if j.body["backbone"]["architecture"] == "moe")
+    control = next(j for j in pretrains if j.backbone == "dense-cp50")
     assert upcycle.parent == dense_root.hash and upcycle.body["hyperparameters"]["maxSteps"] == 50
-    firsts = [j for j in jobs if j.phase in ("intermediate", "target") and j.parent in (dense_root.hash, upcycle.hash)]
+    # The dense control continues pretraining from the same parent, on the same data, for the same steps.
+    assert control.parent == dense_root.hash and control.body["backbone"]["architecture"] == "dense"
+    assert control.body["hyperparameters"] == upcycle.body["hyperparameters"]
+    firsts = [j for j in jobs if j.phase in ("intermediate", "target") and j.parent in (dense_root.hash, upcycle.hash,
+                                                                                        control.hash)]
     assert {j.backbone for j in firsts if j.parent == upcycle.hash} == {"moe"}
+    assert {j.backbone for j in firsts if j.parent == control.hash} == {"dense-cp50"}
+    assert {j.backbone for j in firsts if j.parent == dense_root.hash} == {"dense"}
+    evaluate = next(j for j in jobs if j.phase == "evaluate" and j.backbone == "dense-cp50")
+    assert evaluate.body["labels"]["pretraining"] == "continued masked-LM, 50 steps"
 
 
 def test_hub_experiments_prefetch_first_without_changing_hashes():

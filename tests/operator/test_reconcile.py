@@ -192,7 +192,10 @@ def test_rearm_restarts_failed_and_blocked_jobs_and_keeps_finished_ones():
     assert {r["state"] for h, r in d.records.items() if h not in (inter.hash, jobs[0].hash)} == {"Blocked"}
     d = step(spec, jobs, d.records, {}, 3, rearm=True)
     assert d.records[jobs[0].hash]["state"] == "Succeeded", "finished jobs are kept"
-    assert [(j.hash, n) for j, n in d.create] == [(inter.hash, 1)]
+    assert [(j.hash, n) for j, n in d.create] == [(inter.hash, 2)], "a new attempt, under a new name"
+    # The retry budget starts over: with limit 0, the re-armed attempt may fail once more for good.
+    d = step(spec, jobs, d.records, {name(inter.hash, 2): Observed("Failed", reason="Exit1")}, 4)
+    assert d.records[inter.hash]["state"] == "Failed" and d.records[inter.hash]["attempts"] == 2
 
 
 @pytest.mark.parametrize("conditions, pods, expected", [

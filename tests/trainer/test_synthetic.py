@@ -17,13 +17,34 @@ def test_xnli_is_one_set_rendered_into_fifteen_languages():
     assert all(per_lang[lang][0]["premise"] != english for lang in synthetic.XNLI_LANGUAGES if lang != "en")
 
 
-def test_languages_differ_in_script_order_and_spacing():
-    assert synthetic.lexicon("en")["cat"] == "cat"
-    assert all("\u0400" <= ch <= "\u04ff" for ch in synthetic.lexicon("ru")["cat"])
-    assert " " not in synthetic.render(synthetic.random_clause(__import__("random").Random(1)), "zh")
-    clause = synthetic.Clause("cat", None, "sees", "dog", None)
-    de = synthetic.render(clause, "de").split()
-    assert de[-1] == synthetic.lexicon("de")["sees"], "German is verb-final here (SOV)"
+def test_languages_vary_one_factor_at_a_time():
+    assert synthetic.lexicon("en")["dog"] == "dog"
+    assert all("\u0400" <= ch <= "\u04ff" for ch in synthetic.lexicon("ru")["dog"]), "script"
+    assert synthetic.lexicon("ru")["cat"] == "cat", "anchors (every other noun) are spelled alike everywhere"
+    assert synthetic.lexicon("fr")["dog"] != "dog" and synthetic.LANGUAGES["fr"].order == "SVO", "fake English"
+    cognates = sum(synthetic.lexicon("es")[w] == w for w in synthetic.content_words()) / len(synthetic.content_words())
+    assert 0.4 < cognates < 0.8, "es shares 60% of the content words that are not already anchors"
+    import random
+    rng = random.Random(1)
+    clauses = [synthetic.random_clause(rng) for _ in range(400)]
+    verb_final = [synthetic.render(c, "tr").split()[-1] == synthetic.lexicon("tr")[c.verb] for c in clauses
+                  if not c.place]
+    assert 0.35 < sum(verb_final) / len(verb_final) < 0.65, "tr: SOV in half of its sentences"
+    assert all(synthetic.render(c, "fr").split()[2 if c.subject_adj else 1] ==
+               synthetic.lexicon("fr")[c.subject] for c in clauses)
+
+
+def test_the_corpus_pairs_translations_and_holds_every_label_word():
+    from stilts_trainer.phases import SYNTHETIC_CORPUS_PER_LANGUAGE
+    corpus = synthetic.mlm_corpus(0, SYNTHETIC_CORPUS_PER_LANGUAGE)
+    pairs = [line for line in corpus if " </s> " in line]
+    non_english = len(corpus) * 14 / 15
+    assert 0.7 < len(pairs) / non_english < 0.9, "80% of non-English lines carry their English original"
+    words = set(" ".join(corpus).split())
+    for code in ("en", "tr", "zh"):
+        lexicon = synthetic.lexicon(code)
+        for word in ["not", *synthetic.ANTONYMS.values(), *synthetic.SYNONYMS.values()]:
+            assert lexicon[word] in words, (code, word)
 
 
 def test_labels_balanced_and_consistent_with_the_rules():

@@ -20,6 +20,7 @@ from typing import Callable
 
 import torch
 import torch.distributed as dist
+from stilts_contract.names import PROGRESS
 
 from . import data, moe, sampling
 from .checkpoint import COMMITTED, committed_checkpoints, replace_dir, write_atomic
@@ -28,6 +29,7 @@ from .job import Job
 log = logging.getLogger("stilts_trainer")
 LOG_EVERY_STEPS = 50
 LOSS_POINTS = 20  # windows of the training-loss curve kept in metrics.json
+PROGRESS_EVERY_STEPS = 10
 
 
 @dataclass
@@ -175,8 +177,8 @@ def train(job: Job, ctx: Context, model: torch.nn.Module, training: sampling.Tra
         groups = split_params_into_different_moe_groups_for_optimizer(groups)
     engine, *_ = deepspeed.initialize(model=model, model_parameters=groups,
                                       config=deepspeed_config(job, sched, total, ctx.device))
-    out = Path(job.output)
-    ckpt_root = out / "checkpoints"
+    output_dir = Path(job.output)
+    ckpt_root = output_dir / "checkpoints"
     state = LoopState()
     generator = torch.Generator().manual_seed(job.seed * 7919 + ctx.rank)
     resumed = _resume(engine, ckpt_root, ctx, generator)
@@ -201,6 +203,7 @@ def train(job: Job, ctx: Context, model: torch.nn.Module, training: sampling.Tra
     engine.train()
     uniform = needs_common_shape(model)
     micro = state.step * sched.accumulation
+    first_step = state.step
     tokens, started = 0, time.perf_counter()
     window_losses: dict[str, list[float]] = {}
     while state.step < total and not state.stopped_early:
@@ -231,9 +234,15 @@ def train(job: Job, ctx: Context, model: torch.nn.Module, training: sampling.Tra
             window_losses.clear()
         if ctx.is_main and (state.step % LOG_EVERY_STEPS == 0 or state.step == 1):
             log.info("step %d/%d loss %.4f lr %.2e", state.step, total, loss_value, engine.get_lr()[0])
-        if metrics and ctx.is_main:
+        if ctx.is_main:
             elapsed = time.perf_counter() - started
-            metrics.step(state.step, loss_value, engine.get_lr()[0], tokens * ctx.world / max(elapsed, 1e-9))
+            done = state.step - first_step
+            eta = elapsed / done * (total - state.step) if done else None
+            if metrics:
+                metrics.step(state.step, loss_value, engine.get_lr()[0], tokens * ctx.world / max(elapsed, 1e-9),
+                             total, eta)
+            if state.step % PROGRESS_EVERY_STEPS == 0 or state.step in (1, total):
+                write_progress(output_dir, job.phase, state.step, total, eta)
             if "aux_loss" in out:
                 metrics.moe(out["aux_loss"].item(), moe.load_stats(engine.module))
         if evaluator and state.step % hp.eval_every_steps == 0:
@@ -248,6 +257,16 @@ def train(job: Job, ctx: Context, model: torch.nn.Module, training: sampling.Tra
         evaluate_and_select()  # the end of training always counts as a candidate
     dist.barrier()
     return state
+
+
+def write_progress(output: Path, phase: str, step: int, total: int, eta: float | None) -> None:
+    """Where the phase is, for whoever shows it (the local executor reads it; writing it is cheap)."""
+    import json
+
+    tmp = output / f".{PROGRESS}.tmp"
+    tmp.write_text(json.dumps({"phase": phase, "step": step, "total": total,
+                               "eta": None if eta is None else round(eta, 1), "time": time.time()}))
+    os.replace(tmp, output / PROGRESS)
 
 
 def _rng_file(directory: Path, rank: int) -> Path:

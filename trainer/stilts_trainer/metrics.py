@@ -17,6 +17,9 @@ class TrainerMetrics:
 
         self.loss = gauge("stilts_trainer_loss", "Training loss of the last optimizer step")
         self.steps = gauge("stilts_trainer_step", "Optimizer steps done in this phase")
+        self.total_steps = gauge("stilts_trainer_total_steps", "Optimizer steps this phase will take (early stopping "
+                                 "may end it sooner)")
+        self.eta = gauge("stilts_trainer_eta_seconds", "Seconds left at the phase's recent pace")
         self.tokens_per_second = gauge("stilts_trainer_tokens_per_second", "Non-padding tokens per second, all ranks")
         self.learning_rate = gauge("stilts_trainer_learning_rate", "Current learning rate")
         self.dev = gauge("stilts_trainer_dev_score", "Last English dev score used for model selection")
@@ -30,8 +33,13 @@ class TrainerMetrics:
         if port:
             self.server, _ = start_http_server(port, registry=self.registry)
 
-    def step(self, step: int, loss: float, lr: float, tokens_per_second: float) -> None:
+    def step(self, step: int, loss: float, lr: float, tokens_per_second: float, total: int = 0,
+             eta: float | None = None) -> None:
         self.steps.set(step)
+        if total:
+            self.total_steps.set(total)
+        if eta is not None:
+            self.eta.set(eta)
         self.loss.set(loss)
         self.learning_rate.set(lr)
         self.tokens_per_second.set(tokens_per_second)
