@@ -48,12 +48,23 @@ class Summary(Model):
     # evaluate: the share of each predicted label per language (a constant predictor shows as 1.0)
     predicted: dict[Literal[XNLI_LANGUAGES], list[float]] | None = Field(None, max_length=len(XNLI_LANGUAGES))
     alignment: float | None = Field(None, ge=0, le=1)  # pretrain: word-translation retrieval accuracy
+    test_items: int | None = Field(None, ge=0, le=10_000_000)  # evaluate: items per language's test set
 
     def compact(self) -> dict:
         """What an experiment's status keeps of it."""
         out = self.model_dump(by_alias=True, exclude_none=True,
-                              include={"test", "average", "dev_score", "steps", "seconds", "alignment"})
-        return out
+                              include={"test", "average", "dev_score", "steps", "seconds", "alignment", "test_items"})
+        # Four decimals resolve one example in 5,010 (an XNLI test set); more digits only grow the
+        # results ConfigMap, which must hold the largest grid (about 2,000 jobs) under 1 MiB.
+        return _rounded(out)
+
+
+def _rounded(value):
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
 
 
 def encode(summary: dict) -> str:

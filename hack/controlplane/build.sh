@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the test control plane (etcd, kube-apiserver, kube-controller-manager, the Kubeflow training
-# operator) from the Go module proxy into a cache outside the repo, keyed by version: a binary is
+# operator, the Kubeflow Trainer v2 controller, JobSet and Kueue) from the Go module proxy into a cache outside the repo, keyed by version: a binary is
 # rebuilt only when its version in versions.env changes. Prints the bin directory on stdout.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -29,9 +29,25 @@ build etcd "$ETCD_VERSION" etcd go.etcd.io/etcd/server/v3
 build kube-apiserver "$KUBERNETES_VERSION" kubernetes k8s.io/kubernetes/cmd/kube-apiserver "$k8s_ldflags"
 build kube-controller-manager "$KUBERNETES_VERSION" kubernetes k8s.io/kubernetes/cmd/kube-controller-manager "$k8s_ldflags"
 build training-operator "$TRAINING_OPERATOR_VERSION" training-operator github.com/kubeflow/training-operator/cmd/training-operator.v1
+build trainer-controller-manager "$TRAINER_VERSION" trainer github.com/kubeflow/trainer/v2/cmd/trainer-controller-manager
+build jobset "$JOBSET_VERSION" jobset sigs.k8s.io/jobset
+build kueue "$KUEUE_VERSION" kueue sigs.k8s.io/kueue/cmd/kueue
 
 # The PyTorchJob CRD ships in the training operator's module; keep a copy beside the binaries.
 crd_dir=$(cd "$here/training-operator" && go list -m -f '{{.Dir}}' github.com/kubeflow/training-operator)
 cp -f "$crd_dir/manifests/base/crds/kubeflow.org_pytorchjobs.yaml" "$bin/kubeflow.org_pytorchjobs.yaml"
 chmod u+w "$bin/kubeflow.org_pytorchjobs.yaml"
+
+# Trainer v2, JobSet and Kueue: their CRDs and webhook manifests, from the same modules.
+module_dir() { (cd "$here/$1" && go list -m -f '{{.Dir}}' "$2"); }
+copy() {  # copy DEST FILES...: a fresh, writable copy (the module cache is read-only)
+  local dest=$1; shift
+  rm -rf "${dest:?}"; mkdir -p "$dest"; cp -f "$@" "$dest/"; chmod -R u+w "$dest"
+}
+jobset_dir=$(module_dir jobset sigs.k8s.io/jobset)
+trainer_dir=$(module_dir trainer github.com/kubeflow/trainer/v2)
+kueue_dir=$(module_dir kueue sigs.k8s.io/kueue)
+copy "$bin/manifests/jobset" "$jobset_dir"/config/components/crd/bases/*.yaml "$jobset_dir/config/components/webhook/manifests.yaml"
+copy "$bin/manifests/trainer" "$trainer_dir"/manifests/base/crds/trainer.kubeflow.org_*.yaml
+copy "$bin/manifests/kueue" "$kueue_dir"/config/components/crd/bases/*.yaml "$kueue_dir/config/components/webhook/manifests.yaml"
 echo "$bin"

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
+
+from stilts_contract.names import TRAIN_LOG
 
 from .spec import SpecError, load_experiment
 
@@ -191,13 +194,16 @@ def cmd_logs(args) -> int:
     """A job's log: its live leader pod, or every attempt's log kept on the volume once the pods are gone."""
     name = _cluster_name(args.target)
     if not name:
-        log = Path(args.target) / args.job / "train.log"
-        if not log.is_file():
-            matches = sorted(Path(args.target).glob(f"{args.job}*/train.log"))
-            log = matches[0] if len(matches) == 1 else log
-        if not log.is_file():
-            print(f"stilts: error: no train.log for {args.job} under {args.target} (give the job's hash)", file=sys.stderr)
+        root = Path(args.target)
+        plan_file = root / "plan.json"  # a local run names its jobs there; a volume copy has hashes only
+        names = {j["name"]: j["hash"] for j in json.loads(plan_file.read_text())["jobs"]} if plan_file.is_file() else {}
+        matches = sorted(root.glob(f"{names.get(args.job, args.job)}*/{TRAIN_LOG}"))
+        if len(matches) != 1:
+            print(f"stilts: error: {'no' if not matches else 'more than one'} {TRAIN_LOG} for {args.job} under "
+                  f"{args.target} (give a job's name from `stilts status {args.target} --all`, or its hash)",
+                  file=sys.stderr)
             return 2
+        log = matches[0]
         sys.stdout.write(log.read_text(errors="replace"))
         return 0
     cluster, api, namespace = _cluster(args)
@@ -250,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint-every", type=int, default=100, help="optimizer steps between checkpoints")
     p.set_defaults(func=cmd_run)
     for command, func, text in (("report", cmd_report, "tables, intervals, the interaction and a heatmap of "
-                                                       "results so far"),("status", cmd_status, "every job of an experiment and its state"),
+                                                       "results so far"),
+                                ("status", cmd_status, "every job of an experiment and its state"),
                                 ("retry", cmd_retry, "re-arm the failed jobs of a cluster experiment"),
                                 ("logs", cmd_logs, "a job's log (live, or from the volume once its pods are gone)")):
         p = sub.add_parser(command, help=text)

@@ -2,7 +2,9 @@
 dashboard; tests check every dashboard query against what is exported.
 
 `Metrics` is owned by the operator's controller: it keeps only what the series of live experiments
-need, and `forget` drops an experiment's series when the experiment is gone.
+need, and `forget` drops an experiment's series when the experiment is gone. Experiments are told
+apart by `experiment` and `experiment_namespace` (two namespaces may each have an "exp"); the
+plain `namespace` label is left to Prometheus, which sets it to the scraped operator's.
 """
 
 from __future__ import annotations
@@ -16,21 +18,21 @@ from stilts_contract.names import BASELINE
 from .reconcile import STATES, counts
 
 EXPERIMENTS = Gauge("stilts_experiments", "Experiments by phase", ["phase"])
-JOBS = Gauge("stilts_jobs", "Jobs of an experiment by state", ["experiment", "state"])
+JOBS = Gauge("stilts_jobs", "Jobs of an experiment by state", ["experiment", "experiment_namespace", "state"])
 JOB_SECONDS = Histogram("stilts_job_duration_seconds", "Wall time of succeeded jobs (creation to success)",
                         ["phase", "backbone"], buckets=(30, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400))
 RECONCILE_SECONDS = Histogram("stilts_reconcile_duration_seconds", "Time of one reconcile of one experiment",
                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.25, 0.5, 1, 2.5, 5, 10))
 RECONCILE_ERRORS = Counter("stilts_reconcile_errors_total", "Reconciles that raised")
 ACCURACY = Gauge("stilts_xnli_accuracy", "Zero-shot XNLI test accuracy",
-                 ["experiment", "backbone", "intermediate_task", "seed", "language"])
+                 ["experiment", "experiment_namespace", "backbone", "intermediate_task", "seed", "language"])
 GAIN = Gauge("stilts_xnli_gain", "XNLI test accuracy minus the same backbone and seed's baseline",
-             ["experiment", "backbone", "intermediate_task", "seed", "language"])
-PHASE = Gauge("stilts_experiment_phase", "1 for the experiment's current phase", ["experiment", "phase"])
+             ["experiment", "experiment_namespace", "backbone", "intermediate_task", "seed", "language"])
+PHASE = Gauge("stilts_experiment_phase", "1 for the experiment's current phase", ["experiment", "experiment_namespace", "phase"])
 WAITING = Gauge("stilts_job_waiting_seconds", "How long the experiment's longest-waiting job has been created without "
-                "running (queued jobs not counted): what the stuck-job alert watches", ["experiment"])
+                "running (queued jobs not counted): what the stuck-job alert watches", ["experiment", "experiment_namespace"])
 ETA = Gauge("stilts_experiment_eta_seconds", "Estimated seconds until every job of the experiment is done, from "
-            "the mean duration of its finished jobs per phase", ["experiment"])
+            "the mean duration of its finished jobs per phase", ["experiment", "experiment_namespace"])
 PHASES = ("Pending", "Running", "Succeeded", "Failed")
 
 
@@ -52,21 +54,22 @@ def results_table(jobs, results: dict) -> list[dict]:
 
 class Metrics:
     def __init__(self):
-        self.phases: dict[str, str] = {}        # experiment -> phase
-        self.timed: dict[str, set[str]] = {}    # experiment -> job hashes whose duration was observed
-        self.series: dict[str, set[tuple]] = {}  # experiment -> accuracy/gain label sets
+        self.phases: dict[tuple, str] = {}        # (experiment, namespace) -> phase
+        self.timed: dict[tuple, set[str]] = {}    # (experiment, namespace) -> job hashes whose duration was observed
+        self.series: dict[tuple, set[tuple]] = {}  # (experiment, namespace) -> accuracy/gain label sets
 
-    def record(self, experiment: str, phase: str, jobs, records: dict, results: dict, eta: float | None,
-               now: float | None = None) -> None:
-        self.phases[experiment] = phase
+    def record(self, namespace: str, experiment: str, phase: str, jobs, records: dict, results: dict,
+               eta: float | None, now: float | None = None) -> None:
+        key = (experiment, namespace)
+        self.phases[key] = phase
         for p in PHASES:
             EXPERIMENTS.labels(p).set(sum(1 for v in self.phases.values() if v == p))
-            PHASE.labels(experiment, p).set(1 if p == phase else 0)
+            PHASE.labels(*key, p).set(1 if p == phase else 0)
         starting = [r["since"] for r in records.values() if r.get("state") == "Starting" and r.get("since")]
-        WAITING.labels(experiment).set(max(0.0, (now or time.time()) - min(starting)) if starting else 0)
+        WAITING.labels(*key).set(max(0.0, (now or time.time()) - min(starting)) if starting else 0)
         for state, n in counts(records).items():
-            JOBS.labels(experiment, state).set(n)
-        timed = self.timed.setdefault(experiment, set())
+            JOBS.labels(*key, state).set(n)
+        timed = self.timed.setdefault(key, set())
         for job in jobs:
             rec = records.get(job.hash, {})
             if rec.get("state") == "Succeeded" and job.hash not in timed and rec.get("created"):
@@ -75,32 +78,33 @@ class Metrics:
         rows = results_table(jobs, results)
         baseline = {(r["backbone"], r["seed"], r["language"]): r["accuracy"] for r in rows
                     if r["intermediateTask"] == BASELINE}
-        series = self.series.setdefault(experiment, set())
+        series = self.series.setdefault(key, set())
         for r in rows:
-            labels = (experiment, r["backbone"], r["intermediateTask"], str(r["seed"]), r["language"])
+            labels = (*key, r["backbone"], r["intermediateTask"], str(r["seed"]), r["language"])
             ACCURACY.labels(*labels).set(r["accuracy"])
             series.add(labels)
             base = baseline.get((r["backbone"], r["seed"], r["language"]))
             if base is not None and r["intermediateTask"] != BASELINE:
                 GAIN.labels(*labels).set(r["accuracy"] - base)
         if eta is not None:
-            ETA.labels(experiment).set(eta)
+            ETA.labels(*key).set(eta)
 
-    def forget(self, experiment: str) -> None:
+    def forget(self, namespace: str, experiment: str) -> None:
         """The experiment is gone: its series go too."""
-        self.phases.pop(experiment, None)
-        self.timed.pop(experiment, None)
+        key = (experiment, namespace)
+        self.phases.pop(key, None)
+        self.timed.pop(key, None)
         for p in PHASES:
             EXPERIMENTS.labels(p).set(sum(1 for v in self.phases.values() if v == p))
         for state in STATES:
-            _remove(JOBS, experiment, state)
+            _remove(JOBS, *key, state)
         for p in PHASES:
-            _remove(PHASE, experiment, p)
-        _remove(WAITING, experiment)
-        for labels in self.series.pop(experiment, set()):
+            _remove(PHASE, *key, p)
+        _remove(WAITING, *key)
+        for labels in self.series.pop(key, set()):
             _remove(ACCURACY, *labels)
             _remove(GAIN, *labels)
-        _remove(ETA, experiment)
+        _remove(ETA, *key)
 
 
 def _remove(metric, *labels) -> None:

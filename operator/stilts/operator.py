@@ -210,7 +210,7 @@ class Controller:
         except ApiException as err:
             if err.status == 404:
                 self.known.pop((namespace, name), None)
-                self.metrics.forget(name)
+                self.metrics.forget(namespace, name)
                 return None
             raise
         meta = experiment["metadata"]
@@ -295,7 +295,7 @@ class Controller:
             kind = "Warning" if status["phase"] == "Failed" else "Normal"
             kopf.event(experiment, type=kind, reason=f"Experiment{status['phase']}",
                        message=f"{status['progress']} jobs succeeded; {status['message']}"[:1000])
-        self.metrics.record(name, status["phase"], jobs, d.records, known.results,
+        self.metrics.record(namespace, name, status["phase"], jobs, d.records, known.results,
                             eta(jobs, d.records, spec.max_concurrent_jobs), now)
         return d.requeue_after
 
@@ -316,11 +316,12 @@ class Controller:
                     raise RuntimeError(f"{kind}/{name} exists and belongs to another object; not adopting it")
 
     def _delete_child(self, namespace: str, name: str) -> None:
-        """Foreground: the child stays until its pods are gone, so the next attempt cannot overlap it."""
+        """The next attempt is created only once this one's pods are gone (see observe: pods without a
+        child count as Terminating), so attempts never overlap."""
         b = self.backend
         try:
             self.custom.delete_namespaced_custom_object(b.group, b.version, namespace, b.plural, name,
-                                                        propagation_policy="Foreground")
+                                                        propagation_policy=b.delete_propagation)
         except ApiException as err:
             if err.status != 404:
                 raise

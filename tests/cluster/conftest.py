@@ -8,11 +8,11 @@ import os
 
 import pytest
 
-from .harness import ControlPlane, PodSimulator, TrainingOperator, missing_binaries, OUR_CRD
+from .harness import (OUR_CRD, ControlPlane, PodSimulator, TrainerV2, TrainingOperator, missing_binaries,
+                      missing_v2_binaries)
 
 
-def _require_binaries():
-    missing = missing_binaries()
+def _require_binaries(missing: list[str]):
     if missing:
         message = (f"control-plane binaries missing: {', '.join(missing)} "
                    "(run `make controlplane`; it needs Go >= 1.26)")
@@ -23,11 +23,14 @@ def _require_binaries():
 
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory):
-    _require_binaries()
+    _require_binaries(missing_binaries())
     plane = ControlPlane(tmp_path_factory.mktemp("controlplane"))
     try:  # a start that fails half-way still stops what it started
-        plane.start()
+        plane.start(controller_manager=False)
         plane.apply_crd(OUR_CRD)
+        if not missing_v2_binaries():
+            plane.v2 = TrainerV2(plane).install_crds()
+        plane.start_controller_manager()
         yield plane
     finally:
         plane.stop()
@@ -36,6 +39,13 @@ def control_plane(tmp_path_factory):
 @pytest.fixture(scope="session")
 def training_operator(control_plane):
     return TrainingOperator(control_plane).start()
+
+
+@pytest.fixture(scope="session")
+def trainer_v2(control_plane):
+    """Kubeflow Trainer v2, JobSet and Kueue, for the trainjob backend."""
+    _require_binaries(missing_v2_binaries())
+    return control_plane.v2.start()
 
 
 @pytest.fixture

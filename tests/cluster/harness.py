@@ -1,6 +1,7 @@
 """A real control plane on loopback, the way controller-runtime's envtest does it: etcd,
-kube-apiserver, kube-controller-manager (owner-reference garbage collection) and the Kubeflow
-training operator, all built from Go modules by hack/controlplane/build.sh. No kubelet runs, so a
+kube-apiserver, kube-controller-manager (garbage collection, Jobs), the Kubeflow training operator
+and, for the second backend, Kubeflow Trainer v2, JobSet and Kueue, all built from Go modules by
+hack/controlplane/build.sh. No kubelet runs, so a
 small pod simulator moves pods through their phases on the test's command."""
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class ControlPlane:
     url: str = ""
     kubeconfig: Path | None = None
     user_kubeconfig: Path | None = None
+    v2: "TrainerV2 | None" = None  # Trainer v2, JobSet and Kueue, once their CRDs are installed
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self, controller_manager: bool = True) -> "ControlPlane":
@@ -90,7 +92,7 @@ class ControlPlane:
         self._start_etcd()
         self._start_apiserver()
         if controller_manager:
-            self._start_controller_manager()
+            self.start_controller_manager()
         return self
 
     def stop(self) -> None:
@@ -154,10 +156,11 @@ class ControlPlane:
         }))
         return path
 
-    def _start_controller_manager(self) -> None:
+    def start_controller_manager(self) -> None:
         p = start("kube-controller-manager", [
             str(BIN / "kube-controller-manager"), "--kubeconfig", str(self.kubeconfig),
-            "--controllers", "garbagecollector,namespace,clusterrole-aggregation", "--leader-elect=false",
+            # job: JobSet's Jobs get their pods; garbagecollector: a deleted TrainJob frees its Kueue quota
+            "--controllers", "garbagecollector,namespace,clusterrole-aggregation,job", "--leader-elect=false",
             "--bind-address", "127.0.0.1", "--secure-port", str(free_port()),
             "--authentication-skip-lookup", "--authorization-always-allow-paths", "/healthz,/readyz,/livez,/metrics",
             "--v", "1"], self.workdir)
@@ -304,3 +307,153 @@ class PodSimulator:
         terminated = {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
                       "message": message, "startedAt": now, "finishedAt": now}
         self._patch(pod, "Succeeded" if exit_code == 0 else "Failed", {"terminated": terminated}, False)
+
+
+V2_BINARIES = ("trainer-controller-manager", "jobset", "kueue")
+MANIFESTS = BIN / "manifests"
+KUEUE_NAMESPACE = "kueue-system"
+
+
+def missing_v2_binaries() -> list[str]:
+    return [b for b in V2_BINARIES if not (BIN / b).is_file()] + \
+        [f"manifests/{m}" for m in ("jobset", "trainer", "kueue") if not (MANIFESTS / m).is_dir()]
+
+
+def v2_crds() -> list[Path]:
+    """JobSet's, Trainer v2's and Kueue's CRDs, as their modules ship them. Installed before the
+    controller-manager starts: its garbage collector notices CRDs added later only at a 30 s resync,
+    and until then a deleted TrainJob keeps its JobSet (and its Kueue quota)."""
+    return sorted((MANIFESTS / "jobset").glob("jobset.x-k8s.io_*.yaml")) + \
+        sorted((MANIFESTS / "trainer").glob("trainer.kubeflow.org_*.yaml")) + \
+        sorted((MANIFESTS / "kueue").glob("kueue.x-k8s.io_*.yaml"))
+
+
+def _controller_config(path: Path, api_version: str, port: int, health: int, **extra) -> Path:
+    body = {"apiVersion": api_version, "kind": "Configuration",
+            "health": {"healthProbeBindAddress": f"127.0.0.1:{health}"}, "metrics": {"bindAddress": "0"},
+            "webhook": {"port": port, "host": "127.0.0.1", **extra.pop("webhook", {})},
+            "leaderElection": {"leaderElect": False}, **extra}
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def _register_webhooks(api, manifest: Path, port: int, ca: bytes, keep, prefix: str) -> None:
+    """A controller's webhook configurations, pointed at its out-of-cluster server by URL (no Service
+    exists), keeping only the webhooks `keep(path)` accepts: the webhooks of frameworks a controller
+    does not serve must not be registered (failurePolicy Fail would block every such object)."""
+    from kubernetes import client
+    admission = client.AdmissionregistrationV1Api(api)
+    for doc in yaml.safe_load_all(manifest.read_text()):
+        if not doc or doc.get("kind") not in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+            continue
+        hooks = []
+        for hook in doc.get("webhooks") or []:
+            path = hook["clientConfig"]["service"]["path"]
+            if keep(path):
+                hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{path}",
+                                        "caBundle": base64.b64encode(ca).decode()}
+                hooks.append(hook)
+        if not hooks:
+            continue
+        body = {"metadata": {"name": f"{prefix}-{doc['metadata']['name']}"}, "webhooks": hooks}
+        if doc["kind"] == "MutatingWebhookConfiguration":
+            admission.create_mutating_webhook_configuration(body)
+        else:
+            admission.create_validating_webhook_configuration(body)
+
+
+def _healthy(port: int) -> bool:
+    import urllib.request
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1).status == 200
+
+
+@dataclass
+class TrainerV2:
+    """Kubeflow Trainer v2 (TrainJob -> JobSet), JobSet (-> Jobs, whose pods kube-controller-manager's
+    job controller creates) and Kueue, run out of cluster against the test API server, as
+    ../shared/notes/trainer-v2.md found to work: one CA and server certificate for every webhook
+    server, JobSet's webhooks registered (its controller needs its defaulting), Kueue's certificates
+    pre-seeded and its CRDs' conversion webhooks pointed at it."""
+    plane: ControlPlane
+    processes: list[Process] = field(default_factory=list)
+
+    certs: dict = field(default_factory=dict)
+    kueue_port: int = 0
+
+    def install_crds(self) -> "TrainerV2":
+        """The three projects' CRDs, before kube-controller-manager starts (see v2_crds); Kueue's
+        multi-version CRDs convert through its webhook, so its port and CA are fixed here."""
+        self.certs = make_certs(self.plane.workdir, "kueue-ca",
+                                [f"kueue-webhook-service.{KUEUE_NAMESPACE}.svc", "localhost"])
+        self.kueue_port = free_port()
+        for path in v2_crds():
+            doc = yaml.safe_load(path.read_text())
+            if len(doc["spec"]["versions"]) > 1 and path.name.startswith("kueue"):
+                doc["spec"]["conversion"] = {"strategy": "Webhook", "webhook": {
+                    "conversionReviewVersions": ["v1"],
+                    "clientConfig": {"url": f"https://127.0.0.1:{self.kueue_port}/convert",
+                                     "caBundle": base64.b64encode(self.certs["ca.crt"]).decode()}}}
+            patched = self.plane.workdir / f"crd-{path.name}"
+            patched.write_text(yaml.safe_dump(doc))
+            self.plane.apply_crd(patched)
+        return self
+
+    def start(self) -> "TrainerV2":
+        from kubernetes import client
+        api = self.plane.api_client()
+        w = self.plane.workdir
+        certs = self.certs
+        cert_dir = w / "v2-certs"
+        cert_dir.mkdir(exist_ok=True)
+        for key in ("tls.crt", "tls.key"):
+            (cert_dir / key).write_bytes(certs[key])
+
+        # JobSet: its mutating webhook defaults what its controller dereferences.
+        port, health = free_port(), free_port()
+        _register_webhooks(api, MANIFESTS / "jobset" / "manifests.yaml", port, certs["ca.crt"],
+                           lambda path: "jobset-x-k8s-io" in path, "jobset")
+        config = _controller_config(w / "jobset.yaml", "config.jobset.x-k8s.io/v1alpha1", port, health,
+                                    webhook={"certDir": str(cert_dir)}, internalCertManagement={"enable": False})
+        self._run("jobset", [str(BIN / "jobset"), "--kubeconfig", str(self.plane.kubeconfig), "--config", str(config)],
+                  health)
+
+        # Trainer: its webhook server reads controller-runtime's default directory under TMPDIR.
+        tmp = w / "trainer-tmp"
+        serving = tmp / "k8s-webhook-server" / "serving-certs"
+        serving.mkdir(parents=True, exist_ok=True)
+        for key in ("tls.crt", "tls.key"):
+            (serving / key).write_bytes(certs[key])
+        port, health = free_port(), free_port()
+        config = _controller_config(w / "trainer.yaml", "config.trainer.kubeflow.org/v1alpha1", port, health,
+                                    certManagement={"enable": False})
+        self._run("trainer-controller-manager", [str(BIN / "trainer-controller-manager"), "--kubeconfig",
+                                                 str(self.plane.kubeconfig), "--config", str(config)],
+                  health, env={"TMPDIR": str(tmp)})
+
+        # Kueue: certificate management stays on (it loads its metrics certificates otherwise from a fixed
+        # path) and finds pre-seeded, valid certificates; tls.* are copied to its certDir by hand.
+        core = client.CoreV1Api(api)
+        core.create_namespace({"metadata": {"name": KUEUE_NAMESPACE}})
+        core.create_namespaced_secret(KUEUE_NAMESPACE, {"metadata": {"name": "kueue-webhook-server-cert"}, "data": {
+            k: base64.b64encode(v).decode() for k, v in certs.items()}})
+        port, health = self.kueue_port, free_port()
+        _register_webhooks(api, MANIFESTS / "kueue" / "manifests.yaml", port, certs["ca.crt"],
+                           lambda path: any(s in path for s in ("trainjob", "jobset", "kueue-x-k8s-io")), "kueue")
+        config = _controller_config(w / "kueue.yaml", "config.kueue.x-k8s.io/v1beta2", port, health,
+                                    webhook={"certDir": str(cert_dir)}, namespace=KUEUE_NAMESPACE,
+                                    internalCertManagement={"enable": True},
+                                    featureGates={"VisibilityOnDemand": False},
+                                    integrations={"frameworks": ["trainer.kubeflow.org/trainjob",
+                                                                 "jobset.x-k8s.io/jobset"]})
+        kueue = self._run("kueue", [str(BIN / "kueue"), "--kubeconfig", str(self.plane.kubeconfig), "--config",
+                                    str(config)], health)
+        wait_until(lambda: "Certificate bootstrap complete" in kueue.log.read_text(), 60,
+                   "Kueue's certificate bootstrap", kueue)
+        return self
+
+    def _run(self, name: str, args: list[str], health: int, env: dict | None = None) -> Process:
+        p = start(name, args, self.plane.workdir, env=env)
+        self.processes.append(p)
+        self.plane.processes.append(p)
+        wait_until(lambda: _healthy(health), 60, f"{name} /readyz", p)
+        return p

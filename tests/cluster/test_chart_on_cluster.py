@@ -1,6 +1,7 @@
 """The chart against the real API server: every rendered object passes server-side validation, and
 the operator runs an experiment to the end with nothing but the chart's RBAC."""
 
+import itertools
 import re
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from kubernetes import client
 
 from tests.chart.test_chart import CHART, HELM, VARIANTS
 
+from .harness import wait_until
 from .test_operator import Operator, PodDriver, create, experiment, get, phase_is, SPEC
 
 pytestmark = pytest.mark.cluster
@@ -25,8 +27,10 @@ def rendered(variant, namespace):
     return [d for d in yaml.safe_load_all(out) if d]
 
 
-@pytest.mark.parametrize("variant", ["default", "namespaced", "monitors"])
-def test_rendered_objects_pass_server_side_validation(control_plane, namespace, variant, tmp_path):
+@pytest.mark.parametrize("variant", ["default", "namespaced", "monitors", "trainjob"])
+def test_rendered_objects_pass_server_side_validation(control_plane, namespace, variant, tmp_path, request):
+    if variant == "trainjob":  # the ClusterTrainingRuntime needs Trainer v2's CRDs
+        request.getfixturevalue("trainer_v2")
     core = client.CoreV1Api(control_plane.api_client())
     docs = [d for d in rendered(variant, namespace) if d["kind"] not in MONITOR_KINDS]
     for ns in ("team-a", "team-b"):
@@ -69,3 +73,37 @@ def test_operator_runs_with_only_the_charts_rbac(control_plane, training_operato
         for i in range(2):
             rbac.delete_cluster_role_binding(f"stilts-chart-test-{i}")
             rbac.delete_cluster_role(f"stilts-chart-test-{i}")
+
+
+def test_helm_upgrade_brings_a_new_crd_field_and_existing_experiments_survive(control_plane, namespace, tmp_path):
+    """The CRD is a chart template, so `helm upgrade` applies it like any object. An older CRD (today's
+    without `startDeadlineSeconds`), an experiment made under it, then the chart's CRD applied over it:
+    the experiment reads back whole, with the new field defaulted, and new experiments may set it."""
+    crd = next(d for d in rendered("default", namespace) if d["kind"] == "CustomResourceDefinition")
+    old = yaml.safe_load(yaml.safe_dump(crd))
+    spec_schema = old["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    del spec_schema["properties"]["startDeadlineSeconds"]
+    kubectl = [KUBECTL, "--kubeconfig", str(control_plane.kubeconfig)]
+
+    def apply(doc, name):
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(doc))
+        result = subprocess.run(kubectl + ["apply", "--server-side", "--force-conflicts", "--field-manager", "helm",
+                                           "-f", str(path)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+    attempt = itertools.count()
+
+    def pruned():  # once the older CRD is served, it prunes the field it does not know
+        name = f"before-{next(attempt)}"
+        created = create(control_plane, namespace, experiment(name=name, startDeadlineSeconds=60))
+        return name if "startDeadlineSeconds" not in created["spec"] else None
+    try:
+        apply(old, "old-crd.yaml")
+        before = wait_until(pruned, 30, "the older CRD to be served")
+    finally:
+        apply(crd, "crd.yaml")  # helm upgrade: the chart's CRD, whatever happened above
+    wait_until(lambda: get(control_plane, namespace, before)["spec"].get("startDeadlineSeconds") == 1800, 30,
+               "the existing experiment to read back with the new field defaulted")
+    assert get(control_plane, namespace, before)["spec"]["backbones"][0]["name"] == "dense", "the rest survives"
+    after = create(control_plane, namespace, experiment(name="after", startDeadlineSeconds=60))
+    assert after["spec"]["startDeadlineSeconds"] == 60

@@ -244,3 +244,31 @@ def test_an_experiment_deleted_while_the_operator_is_down_goes_at_once(control_p
     wait_until(gone, 10, "the experiment to go while the operator is down")
     assert time.time() - started < 10
     wait_until(lambda: not driver.jobs(), 120, "its children garbage-collected")
+
+
+def test_the_admins_policy_refuses_an_experiment_outside_it_and_runs_one_inside(control_plane, chart, pod_simulator,
+                                                                                restricted):
+    """The chart's `policy` values, as the operator reads them: an image outside the allowed prefixes
+    gets a PolicyViolation naming the field and no child; an experiment within the policy still runs."""
+    allowed = chart["env"]["STILTS_TRAINER_IMAGE"].rsplit("/", 1)[0] + "/"
+    policy = json.dumps({"allowedImagePrefixes": [allowed], "allowedStorageClasses": ["(the cluster default)"]})
+    op = Operator(control_plane, kubeconfig=operator_kubeconfig(control_plane, chart["serviceAccount"]),
+                  env={"STILTS_TRAINER_IMAGE": chart["env"]["STILTS_TRAINER_IMAGE"], "STILTS_POLICY": policy}).start()
+    try:
+        outside = small_experiment(restricted, name="outside", image="docker.io/someone/miner:latest")
+        apply_as_researcher(control_plane, restricted, write(control_plane, outside))
+        apply_as_researcher(control_plane, restricted, write(control_plane, small_experiment(restricted, name="inside")))
+        driver = PodDriver(control_plane, pod_simulator, restricted)
+        driver.run_until(phase_is(control_plane, restricted, "Succeeded", name="inside"), timeout=300)
+        status = get(control_plane, restricted, "outside")["status"]
+        assert status["phase"] == "Failed", status
+        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        assert ready["reason"] == "PolicyViolation", ready
+        assert "spec.image: 'docker.io/someone/miner:latest' is not under an allowed prefix" in ready["message"]
+        children = [j for j in driver.jobs() if j["metadata"]["labels"].get("stilts.dev/experiment") == "outside"]
+        assert children == [], "a refused experiment gets no job"
+        reasons = [e.reason for e in client.CoreV1Api(control_plane.api_client()).list_namespaced_event(
+            restricted, field_selector="involvedObject.name=outside").items]
+        assert "PolicyViolation" in reasons
+    finally:
+        op.stop()

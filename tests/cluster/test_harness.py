@@ -121,6 +121,38 @@ def test_pytorchjob_gets_pods_and_the_simulator_drives_it_to_succeeded(control_p
     assert master.status.container_statuses[0].state.terminated.message == '{"phase":"evaluate"}'
 
 
+def test_trainjob_becomes_a_jobset_jobs_and_pods_and_the_simulator_drives_it_to_complete(
+        control_plane, trainer_v2, pod_simulator, namespace):
+    """Trainer v2's chain with the chart's runtime: TrainJob -> JobSet -> Indexed Job -> 2 pods with
+    torchrun's PET_* environment; their success completes the TrainJob."""
+    from tests.cluster.test_operator import install_trainjob_runtime
+    install_trainjob_runtime(control_plane)
+    api = client.CustomObjectsApi(control_plane.api_client())
+    job = {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob", "metadata": {"name": "tj"},
+           "spec": {"runtimeRef": {"name": "stilts-torch-distributed", "kind": "ClusterTrainingRuntime",
+                                   "apiGroup": "trainer.kubeflow.org"},
+                    "trainer": {"image": "stilts-trainer:test", "command": ["python", "-m", "stilts_trainer"],
+                                "numNodes": 2, "numProcPerNode": 1}}}
+    api.create_namespaced_custom_object("trainer.kubeflow.org", "v1alpha1", namespace, "trainjobs", job)
+    selector = "jobset.sigs.k8s.io/jobset-name=tj"
+    pods = wait_until(lambda: (p := pod_simulator.pods(namespace, selector)) and len(p) == 2 and p, 60,
+                      "Trainer, JobSet and the job controller to create 2 pods")
+    env = {e["name"]: e.get("value") for e in pods[0]["spec"]["containers"][0].get("env") or []}
+    assert env.get("PET_NNODES") == "2" and env.get("PET_NPROC_PER_NODE") == "1", env
+    from stilts.backends import trainjob
+    assert sum(trainjob.is_leader(p) for p in pods) == 1, "rank 0 is found by JobSet's labels"
+    for pod in pods:
+        pod_simulator.run(pod)
+    for pod in pods:
+        pod_simulator.finish(pod, 0, '{"phase":"evaluate"}')
+
+    def complete():
+        obj = api.get_namespaced_custom_object("trainer.kubeflow.org", "v1alpha1", namespace, "trainjobs", "tj")
+        return any(c["type"] == "Complete" and c["status"] == "True"
+                   for c in (obj.get("status") or {}).get("conditions", []))
+    wait_until(complete, 60, "TrainJob Complete")
+
+
 def test_owner_references_garbage_collect_children(control_plane, namespace):
     api = client.CustomObjectsApi(control_plane.api_client())
     core = client.CoreV1Api(control_plane.api_client())

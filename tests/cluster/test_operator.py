@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -59,9 +60,36 @@ class Operator:
         self.process.stop()
 
 
+def install_trainjob_runtime(plane) -> None:
+    """The chart's ClusterTrainingRuntime, as `helm install --set jobBackend=trainjob` renders it."""
+    import yaml
+    from tests.chart.test_chart import CHART, HELM
+    rendered = subprocess.run([HELM, "template", "stilts", str(CHART), "--set", "jobBackend=trainjob"],
+                              capture_output=True, text=True, check=True).stdout
+    runtime = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "ClusterTrainingRuntime")
+    try:
+        client.CustomObjectsApi(plane.api_client()).create_cluster_custom_object(
+            "trainer.kubeflow.org", "v1alpha1", "clustertrainingruntimes", runtime)
+    except ApiException as err:
+        assert err.status == 409
+
+
+@pytest.fixture(params=["pytorchjob", "trainjob"])
+def backend(request, control_plane):
+    """The operator's job backend (the chart's `jobBackend`), with the controllers it needs: the training
+    operator for PyTorchJobs; Trainer v2, JobSet (and Kueue) for TrainJobs."""
+    if request.param == "trainjob":
+        request.getfixturevalue("trainer_v2")
+        install_trainjob_runtime(control_plane)
+    else:
+        request.getfixturevalue("training_operator")
+    return request.param
+
+
 @pytest.fixture
-def operator(control_plane, training_operator):
-    op = Operator(control_plane).start()
+def operator(control_plane, backend):
+    op = Operator(control_plane, env={"STILTS_JOB_BACKEND": backend}).start()
+    op.backend = backend
     yield op
     op.stop()
 
@@ -102,11 +130,17 @@ class PodDriver:
         live = {p["metadata"]["labels"].get(self.child_label) for p in pods
                 if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")}
         self.max_active = max(self.max_active, len(live - set(self.finished)))
+        done = {}  # children whose leader ends in this step (a TrainJob's Indexed Job completes only once
+        # every pod has)
         for pod in pods:
             labels = pod["metadata"]["labels"]
             child = labels.get(self.child_label)
             phase_now = (pod.get("status") or {}).get("phase")
-            if child in self.finished or phase_now in ("Succeeded", "Failed"):
+            if phase_now in ("Succeeded", "Failed"):
+                continue
+            if child in self.finished:  # its leader ended: the other ranks end too, as torchrun's would
+                if not self.backend.is_leader(pod) and phase_now == "Running":
+                    self.sim.finish(pod, 0, "")
                 continue
             phase = labels["stilts.dev/phase"]
             label = f"{labels['stilts.dev/backbone']}-{labels['stilts.dev/task']}-{phase}"
@@ -124,15 +158,17 @@ class PodDriver:
                 if leader:
                     self.fail[label] = failing - 1
                     self.sim.finish(pod, self.exit_code, "stilts_trainer: error: simulated failure")
-                    self.finished[child] = now
+                    done[child] = now
                 continue
             summary = {"phase": phase, "jobHash": labels["stilts.dev/job-hash"]}
             if phase == "evaluate":
                 acc = 0.7 if labels["stilts.dev/task"] == "none" else 0.75
                 summary["test"] = {"en": acc, "de": acc - 0.2}
+                summary["testItems"] = 1000
             self.sim.finish(pod, 0, json.dumps(summary))
             if leader:
-                self.finished[child] = now
+                done[child] = now
+        self.finished.update(done)
 
     def run_until(self, predicate, timeout=240):
         deadline = time.time() + timeout
@@ -173,7 +209,7 @@ def stored(plane, namespace, name="exp"):
 
 def test_experiment_runs_to_succeeded_in_order_within_the_bound(control_plane, operator, pod_simulator, namespace):
     create(control_plane, namespace, experiment())
-    driver = PodDriver(control_plane, pod_simulator, namespace)
+    driver = PodDriver(control_plane, pod_simulator, namespace, backend=operator.backend)
     driver.run_until(phase_is(control_plane, namespace, "Succeeded"))
     status = get(control_plane, namespace)["status"]
     assert status["progress"] == "11/11" and status["counts"]["Succeeded"] == 11
@@ -192,6 +228,21 @@ def test_experiment_runs_to_succeeded_in_order_within_the_bound(control_plane, o
     results = {(r["backbone"], r["intermediateTask"], r["language"]): r["accuracy"]
                for r in results_table(seen.jobs, seen.results)}
     assert results[("dense", "qqp", "en")] == 0.75 and results[("moe", "none", "de")] == pytest.approx(0.5)
+    # Results come home: `stilts report tx/NAME` and `stilts status tx/NAME`, as the README says.
+    out = control_plane.workdir / f"report-{namespace}"
+    cli = [sys.executable, "-m", "stilts.cli"]
+    where = ["-n", namespace, "--kubeconfig", str(control_plane.kubeconfig)]
+    r = subprocess.run(cli + ["report", "tx/exp", "--out", str(out)] + where, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["accuracy"]["dense/qqp"]["en"]["mean"] == 0.75
+    low, high = report["accuracy"]["dense/qqp"]["en"]["low"], report["accuracy"]["dense/qqp"]["en"]["high"]
+    assert low < 0.75 < high and high - low < 0.1, "one seed: the interval comes from the 1000 test items"
+    assert report["gain"]["moe/qqp"]["de"]["mean"] == pytest.approx(0.05)
+    assert report["missing"] == [] and (out / "heatmap.png").stat().st_size > 0
+    assert "Research question" in (out / "report.txt").read_text()
+    r = subprocess.run(cli + ["status", "tx/exp", "--all"] + where, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.count("Succeeded") >= 11, r.stdout + r.stderr
     conditions = {c["type"]: c for c in status["conditions"]}
     assert {t: c["status"] for t, c in conditions.items()} == {"Ready": "True", "Progressing": "False",
                                                                "Degraded": "False"}
@@ -199,7 +250,12 @@ def test_experiment_runs_to_succeeded_in_order_within_the_bound(control_plane, o
     assert status["observedGeneration"] == get(control_plane, namespace)["metadata"]["generation"]
     # Two-worker MoE jobs: Master + Worker pods, torchrun told its node count and processes per node.
     moe_job = next(j for j in driver.jobs() if j["metadata"]["labels"]["stilts.dev/backbone"] == "moe")
-    assert moe_job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 1
+    if operator.backend == "pytorchjob":
+        assert moe_job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 1
+    else:
+        assert moe_job["spec"]["trainer"]["numNodes"] == 2
+        moe_pods = pod_simulator.pods(namespace, f"jobset.sigs.k8s.io/jobset-name={moe_job['metadata']['name']}")
+        assert len(moe_pods) == 2 and sum(driver.backend.is_leader(p) for p in moe_pods) == 1
     assert {"ExperimentRunning", "ExperimentSucceeded"} <= set(events(control_plane, namespace))
     assert "JobCreated" not in events(control_plane, namespace), "routine job events stay out of kubectl describe"
     # The claim exists, made by the operator.
@@ -209,14 +265,16 @@ def test_experiment_runs_to_succeeded_in_order_within_the_bound(control_plane, o
     # Metrics: accuracy and gain over the baseline.
     import urllib.request
     text = urllib.request.urlopen(f"http://127.0.0.1:{operator.port}/metrics", timeout=5).read().decode()
-    assert 'stilts_xnli_accuracy{backbone="dense",experiment="exp",intermediate_task="qqp",language="en",seed="1"} 0.75' in text
-    assert 'stilts_xnli_gain{backbone="dense",experiment="exp",intermediate_task="qqp",language="en",seed="1"} 0.05' in text
-    assert "stilts_reconcile_duration_seconds_count" in text and 'stilts_jobs{experiment="exp",state="Succeeded"} 11.0' in text
+    # Series are per experiment *and* namespace: other tests' experiments named "exp" live beside this one.
+    exp = f'experiment="exp",experiment_namespace="{namespace}"'
+    assert f'stilts_xnli_accuracy{{backbone="dense",{exp},intermediate_task="qqp",language="en",seed="1"}} 0.75' in text
+    assert f'stilts_xnli_gain{{backbone="dense",{exp},intermediate_task="qqp",language="en",seed="1"}} 0.05' in text
+    assert "stilts_reconcile_duration_seconds_count" in text and f'stilts_jobs{{{exp},state="Succeeded"}} 11.0' in text
 
 
 def test_failing_twice_then_succeeding_is_retried_with_backoff(control_plane, operator, pod_simulator, namespace):
     create(control_plane, namespace, experiment(backbones=SPEC["backbones"][:1]))
-    driver = PodDriver(control_plane, pod_simulator, namespace, fail={"dense-qqp-target": 2})
+    driver = PodDriver(control_plane, pod_simulator, namespace, fail={"dense-qqp-target": 2}, backend=operator.backend)
     driver.run_until(phase_is(control_plane, namespace, "Succeeded"))
     seen = stored(control_plane, namespace)
     attempts = {j.name: seen.records[j.hash]["attempts"] for j in seen.jobs}
@@ -229,7 +287,8 @@ def test_failing_twice_then_succeeding_is_retried_with_backoff(control_plane, op
 def test_a_job_that_keeps_failing_fails_its_run_only(control_plane, operator, pod_simulator, namespace):
     create(control_plane, namespace, experiment(backbones=SPEC["backbones"][:1], retries={"limit": 1,
                                                                                           "backoffSeconds": 1}))
-    driver = PodDriver(control_plane, pod_simulator, namespace, fail={"dense-qqp-intermediate": 99})
+    driver = PodDriver(control_plane, pod_simulator, namespace, fail={"dense-qqp-intermediate": 99},
+                       backend=operator.backend)
     driver.run_until(phase_is(control_plane, namespace, "Failed"))
     status = get(control_plane, namespace)["status"]
     seen = stored(control_plane, namespace)
@@ -265,7 +324,7 @@ def test_operator_killed_mid_experiment_creates_no_duplicate(control_plane, trai
 
 def test_spec_edit_adds_only_the_new_jobs(control_plane, operator, pod_simulator, namespace):
     create(control_plane, namespace, experiment(backbones=SPEC["backbones"][:1]))
-    driver = PodDriver(control_plane, pod_simulator, namespace)
+    driver = PodDriver(control_plane, pod_simulator, namespace, backend=operator.backend)
     driver.run_until(phase_is(control_plane, namespace, "Succeeded"))
     first = {j["metadata"]["name"]: j["metadata"]["uid"] for j in driver.jobs()}
     client.CustomObjectsApi(control_plane.api_client()).patch_namespaced_custom_object(
@@ -280,7 +339,7 @@ def test_spec_edit_adds_only_the_new_jobs(control_plane, operator, pod_simulator
 def test_deleting_the_experiment_cleans_children_and_keeps_checkpoints(control_plane, operator, pod_simulator,
                                                                        namespace):
     create(control_plane, namespace, experiment(backbones=SPEC["backbones"][:1]))
-    driver = PodDriver(control_plane, pod_simulator, namespace)
+    driver = PodDriver(control_plane, pod_simulator, namespace, backend=operator.backend)
     driver.run_until(lambda: len(driver.jobs()) >= 1)
     client.CustomObjectsApi(control_plane.api_client()).delete_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, "exp")
@@ -292,3 +351,79 @@ def test_deleting_the_experiment_cleans_children_and_keeps_checkpoints(control_p
     with pytest.raises(ApiException) as info:
         get(control_plane, namespace)
     assert info.value.status == 404, "no finalizer held it"
+
+
+def test_a_permanent_failure_is_not_retried(control_plane, operator, pod_simulator, namespace):
+    create(control_plane, namespace, experiment(backbones=SPEC["backbones"][:1]))
+    driver = PodDriver(control_plane, pod_simulator, namespace, fail={"dense-qqp-intermediate": 1}, exit_code=2,
+                       backend=operator.backend)
+    driver.run_until(phase_is(control_plane, namespace, "Failed"))
+    seen = stored(control_plane, namespace)
+    record = next(seen.records[j.hash] for j in seen.jobs if j.name == "dense-qqp-s1-intermediate")
+    assert (record["state"], record["attempts"], record["reason"]) == ("Failed", 1, "BadInput")
+    assert "simulated failure" in record["message"]
+    assert "JobRetrying" not in events(control_plane, namespace)
+
+
+KUEUE = ("kueue.x-k8s.io", "v1beta2")
+
+
+def ended(child: dict) -> bool:
+    return any(c["type"] in ("Complete", "Failed") and c["status"] == "True"
+               for c in (child.get("status") or {}).get("conditions", []))
+
+
+def test_kueue_admits_what_fits_the_gpu_quota_and_the_rest_waits_queued(control_plane, trainer_v2, pod_simulator,
+                                                                        namespace):
+    """A ClusterQueue with 2 GPUs, a grid that could run 5 one-GPU jobs (and a two-GPU MoE job) at once:
+    Kueue admits what fits, the rest shows Queued (not running, not failing, its start deadline not
+    counting), and the experiment still completes."""
+    install_trainjob_runtime(control_plane)
+    custom = client.CustomObjectsApi(control_plane.api_client())
+    for plural, body in (
+        ("resourceflavors", {"metadata": {"name": "gpu"}}),
+        ("clusterqueues", {"metadata": {"name": f"cq-{namespace}"}, "spec": {
+            "namespaceSelector": {}, "resourceGroups": [{
+                "coveredResources": ["cpu", "memory", "nvidia.com/gpu"],
+                "flavors": [{"name": "gpu", "resources": [{"name": "cpu", "nominalQuota": "1000"},
+                                                          {"name": "memory", "nominalQuota": "100Ti"},
+                                                          {"name": "nvidia.com/gpu", "nominalQuota": "2"}]}]}]}}),
+    ):
+        try:
+            custom.create_cluster_custom_object(*KUEUE, plural, {"apiVersion": "/".join(KUEUE),
+                                                                 "kind": {"resourceflavors": "ResourceFlavor",
+                                                                          "clusterqueues": "ClusterQueue"}[plural],
+                                                                 **body})
+        except ApiException as err:
+            assert err.status == 409
+    custom.create_namespaced_custom_object(*KUEUE, namespace, "localqueues", {
+        "apiVersion": "/".join(KUEUE), "kind": "LocalQueue", "metadata": {"name": "team"},
+        "spec": {"clusterQueue": f"cq-{namespace}"}})
+    backbones = [dict(b, gpusPerWorker=1) for b in SPEC["backbones"]]
+    op = Operator(control_plane, env={"STILTS_JOB_BACKEND": "trainjob"}).start()
+    try:
+        create(control_plane, namespace, experiment(backbones=backbones, maxConcurrentJobs=5, startDeadlineSeconds=8,
+                                                    scheduling={"queueName": "team"}))
+        driver = PodDriver(control_plane, pod_simulator, namespace, backend="trainjob")
+        most_gpus, queued_seen = 0, 0
+
+        def watch():
+            nonlocal most_gpus, queued_seen
+            admitted = [j for j in driver.jobs() if not j["spec"].get("suspend") and not ended(j)]
+            gpus = sum(j["spec"]["trainer"]["numNodes"] * int(j["spec"]["trainer"]["resourcesPerNode"]["requests"]
+                                                              ["nvidia.com/gpu"]) for j in admitted)
+            most_gpus = max(most_gpus, gpus)
+            status = get(control_plane, namespace).get("status") or {}
+            queued_seen = max(queued_seen, (status.get("counts") or {}).get("Queued", 0))
+            return status.get("phase") == "Succeeded"
+        driver.run_until(watch, timeout=600)
+    finally:
+        op.stop()
+    print(f"kueue: at most {most_gpus} GPUs admitted at once, up to {queued_seen} jobs queued")
+    assert most_gpus <= 2, f"{most_gpus} GPUs admitted at once under a quota of 2"
+    assert queued_seen >= 1, "jobs beyond the quota showed as Queued"
+    seen = stored(control_plane, namespace)
+    assert all(r["state"] == "Succeeded" and r["attempts"] == 1 for r in seen.records.values()), seen.records
+    assert "JobRetrying" not in events(control_plane, namespace) and "JobFailed" not in events(control_plane, namespace)
+    labels = {j["metadata"]["labels"].get("kueue.x-k8s.io/queue-name") for j in driver.jobs()}
+    assert labels == {"team"}

@@ -38,6 +38,10 @@ def test_demo_interrupted_then_resumed_ends_with_the_report(tmp_path):
     manifest = json.loads((run_dir / "plan.json").read_text())
     assert all(row["status"] == "Succeeded" for row in manifest["jobs"])
     assert_the_demo_shows_transfer(json.loads((run_dir / "report.json").read_text()))
+    # `stilts logs DIR JOB`: a job's log by its name, as `stilts status` lists it.
+    logs = subprocess.run([sys.executable, "-m", "stilts.cli", "logs", str(run_dir), "dense-pretrain"],
+                          capture_output=True, text=True)
+    assert logs.returncode == 0 and "word-translation retrieval" in logs.stdout and "done:" in logs.stdout, logs
 
 
 def assert_the_demo_shows_transfer(report: dict) -> None:

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -66,10 +67,10 @@ def test_next_phase_starts_from_the_previous_encoder_and_drops_its_head(tmp_path
     assert (out / "model" / "heads.pt").exists()
 
 
-def _run_until_checkpoint_then_kill(path, marker, timeout=300):
+def _run_until_checkpoint_then_kill(path, marker, timeout=300, nproc=1):
     """Start the job, SIGKILL it (the whole process group) once `marker` exists."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(trainer_command(path), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    process = subprocess.Popen(trainer_command(path, nproc), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     deadline = time.time() + timeout
     while not marker.exists():
@@ -77,6 +78,14 @@ def _run_until_checkpoint_then_kill(path, marker, timeout=300):
         assert time.time() < deadline
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
+    # torchrun starts its workers in sessions of their own: kill every process of this job, as a node
+    # failure would.
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if str(path) in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
     process.wait()
     return env
 

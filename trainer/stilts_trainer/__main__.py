@@ -61,13 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     from .data import DataError, HubUnavailable
     from .phases import run
+    from .safe_load import UnsafeCheckpoint
 
     try:
         summary = run(job)
     except HubUnavailable as err:  # one line, and worth retrying
         print(f"stilts_trainer: error: {err}", file=sys.stderr)
         return Exit.FAILED
-    except (DataError, ValueError) as err:
+    except (DataError, ValueError, UnsafeCheckpoint) as err:  # retrying cannot fix these
         return bad_input(err)
     logging.getLogger("stilts_trainer").info("done: %s", summary)
     return Exit.OK

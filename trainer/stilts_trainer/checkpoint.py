@@ -29,6 +29,27 @@ def write_atomic(path: str | Path, text: str) -> None:
         os.close(dir_fd)
 
 
+def fsync_tree(directory: str | Path) -> None:
+    """Flush every file under `directory`, then the directories, so that a marker written after this
+    never commits files that are still only in the page cache (a node crash would lose them)."""
+    for root, _, files in os.walk(directory):
+        for name in files:
+            fsync_path(os.path.join(root, name))
+    for root, _, _ in os.walk(directory, topdown=False):
+        fsync_path(root)
+
+
+def fsync_path(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:  # another rank's temporary file, renamed meanwhile: that rank flushes it
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_json_atomic(path: str | Path, data) -> None:
     write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 

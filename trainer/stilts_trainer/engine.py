@@ -22,8 +22,8 @@ import torch
 import torch.distributed as dist
 from stilts_contract.names import PROGRESS
 
-from . import data, moe, sampling
-from .checkpoint import COMMITTED, committed_checkpoints, replace_dir, write_atomic
+from . import data, moe, safe_load, sampling
+from .checkpoint import COMMITTED, committed_checkpoints, fsync_path, fsync_tree, replace_dir, write_atomic
 from .job import Job
 
 log = logging.getLogger("stilts_trainer")
@@ -132,15 +132,17 @@ def _length(feature: dict) -> int:
 
 
 def predict(module: torch.nn.Module, fmt, features: list[dict], batch_size: int, pad_id: int, ctx: Context,
-            task: str | None = None) -> list:
+            task: str | None = None, autocast: torch.dtype | None = None) -> list:
     """The format's prediction for every feature, computed on all ranks (length-sorted batches,
-    dynamic padding) and gathered everywhere."""
+    dynamic padding) and gathered everywhere. The phases evaluate in fp32: on an H200, bf16 `autocast`
+    was 0.73x as fast at XNLI's lengths (benchmarks/gpu.py, README); the option stays for that comparison."""
     mine = data.eval_batches([_length(f) for f in features], batch_size, ctx.rank, ctx.world)
     predictions: dict[int, object] = {}
     uniform = needs_common_shape(module)
     was_training = module.training
     module.eval()
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast(ctx.device.type, dtype=autocast or torch.bfloat16,
+                                         enabled=autocast is not None):
         for indices in mine:
             # An empty batch still runs a forward pass: ranks stay in step (expert parallelism).
             batch = fmt.collate([features[i] for i in indices] if indices else [features[0]], pad_id)
@@ -148,7 +150,7 @@ def predict(module: torch.nn.Module, fmt, features: list[dict], batch_size: int,
                 batch = common_shape(batch, pad_id, ctx)
             logits = module(input_ids=batch["input_ids"].to(ctx.device),
                             attention_mask=batch["attention_mask"].to(ctx.device), task=task)["logits"]
-            for i, p in zip(indices, fmt.predict(logits.cpu(), batch)):
+            for i, p in zip(indices, fmt.predict(logits.float().cpu(), batch)):
                 predictions[i] = p
     module.train(was_training)
     gathered = [None] * ctx.world
@@ -177,6 +179,7 @@ def train(job: Job, ctx: Context, model: torch.nn.Module, training: sampling.Tra
         groups = split_params_into_different_moe_groups_for_optimizer(groups)
     engine, *_ = deepspeed.initialize(model=model, model_parameters=groups,
                                       config=deepspeed_config(job, sched, total, ctx.device))
+    engine.checkpoint_engine = safe_load.SafeCheckpointEngine(engine._config)
     output_dir = Path(job.output)
     ckpt_root = output_dir / "checkpoints"
     state = LoopState()
@@ -205,7 +208,10 @@ def train(job: Job, ctx: Context, model: torch.nn.Module, training: sampling.Tra
     micro = state.step * sched.accumulation
     first_step = state.step
     tokens, started = 0, time.perf_counter()
-    window_losses: dict[str, list[float]] = {}
+    # Losses stay on the device until a report needs them: reading one (.item()) waits for the GPU,
+    # and doing that every step keeps the host from queueing the next step's kernels.
+    window_losses: dict[str, list[torch.Tensor]] = {}
+    last_loss: dict[str, torch.Tensor] = {}
     while state.step < total and not state.stopped_early:
         task, indices = stream.at(micro, ctx.rank)
         batch = training.collate[task]([training.features[task][i] for i in indices], pad_id)
@@ -213,38 +219,38 @@ def train(job: Job, ctx: Context, model: torch.nn.Module, training: sampling.Tra
             batch = batch_transform(batch, generator)
         if uniform:
             batch = common_shape(batch, pad_id, ctx)
-        batch = {k: v.to(ctx.device) for k, v in batch.items()}
+        tokens += int(batch["attention_mask"].sum())
+        batch = {k: v.to(ctx.device, non_blocking=True) for k, v in batch.items()}
         out = engine(**batch, task=task)
         loss = out["loss"]
         engine.backward(loss)
         engine.step()
         micro += 1
-        tokens += int(batch["attention_mask"].sum())
-        task_loss = out.get("task_loss", loss).item()
-        window_losses.setdefault(task, []).append(task_loss)
-        if metrics and ctx.is_main:
-            metrics.head(task, task_loss)
+        last_loss[task] = out.get("task_loss", loss).detach()
+        window_losses.setdefault(task, []).append(last_loss[task])
         if micro % sched.accumulation:
             continue
         state.step += 1
-        loss_value = loss.item()
         if state.step % window == 0:
             for name, values in window_losses.items():
-                state.loss_curve.setdefault(name, []).append(round(sum(values) / len(values), 5))
+                state.loss_curve.setdefault(name, []).append(round(torch.stack(values).double().mean().item(), 5))
             window_losses.clear()
-        if ctx.is_main and (state.step % LOG_EVERY_STEPS == 0 or state.step == 1):
-            log.info("step %d/%d loss %.4f lr %.2e", state.step, total, loss_value, engine.get_lr()[0])
-        if ctx.is_main:
+        report = state.step % PROGRESS_EVERY_STEPS == 0 or state.step in (1, total)
+        if ctx.is_main and (report or state.step % LOG_EVERY_STEPS == 0):
+            loss_value = loss.item()
             elapsed = time.perf_counter() - started
             done = state.step - first_step
             eta = elapsed / done * (total - state.step) if done else None
+            if state.step % LOG_EVERY_STEPS == 0 or state.step == 1:
+                log.info("step %d/%d loss %.4f lr %.2e", state.step, total, loss_value, engine.get_lr()[0])
             if metrics:
                 metrics.step(state.step, loss_value, engine.get_lr()[0], tokens * ctx.world / max(elapsed, 1e-9),
                              total, eta)
-            if state.step % PROGRESS_EVERY_STEPS == 0 or state.step in (1, total):
-                write_progress(output_dir, job.phase, state.step, total, eta)
-            if "aux_loss" in out:
-                metrics.moe(out["aux_loss"].item(), moe.load_stats(engine.module))
+                for name, value in last_loss.items():
+                    metrics.head(name, value.item())
+                if "aux_loss" in out:
+                    metrics.moe(out["aux_loss"].item(), moe.load_stats(engine.module))
+            write_progress(output_dir, job.phase, state.step, total, eta)
         if evaluator and state.step % hp.eval_every_steps == 0:
             evaluate_and_select()
         if state.step % job.checkpoint_every_steps == 0 and state.step < total:
@@ -279,6 +285,7 @@ def _save_checkpoint(engine, root: Path, state: LoopState, ctx: Context, generat
     torch.save({"torch": torch.get_rng_state(), "generator": generator.get_state(),
                 "cuda": torch.cuda.get_rng_state() if ctx.device.type == "cuda" else None},
                _rng_file(root / tag, ctx.rank))
+    fsync_tree(root / tag)  # each rank flushes what it wrote (and, harmlessly, what others did)
     dist.barrier()  # every rank's shards and RNG are on disk before the commit
     if ctx.is_main:
         write_atomic(root / tag / COMMITTED, f"{state.step}\n")
@@ -287,19 +294,41 @@ def _save_checkpoint(engine, root: Path, state: LoopState, ctx: Context, generat
     dist.barrier()
 
 
+LOADED, UNREADABLE, UNSAFE = 0, 1, 2
+
+
+def _agree(outcome: int, ctx: Context) -> int:
+    """The worst outcome over all ranks: every rank resumes from the same checkpoint (with expert
+    parallelism, ranks read different files, and a shard torn on one rank must send all back)."""
+    worst = torch.tensor([outcome], dtype=torch.int64, device=ctx.device)
+    dist.all_reduce(worst, op=dist.ReduceOp.MAX)
+    return int(worst.item())
+
+
 def _resume(engine, root: Path, ctx: Context, generator: torch.Generator) -> LoopState | None:
-    """Load the newest committed checkpoint that loads; never silently start over when some exist."""
+    """Load the newest committed checkpoint that every rank can load; never silently start over when
+    some exist, and never load one that names code to run."""
     candidates = committed_checkpoints(root)
     errors = []
     for ckpt in reversed(candidates):
+        outcome, problem = LOADED, ""
         try:
             path, client = engine.load_checkpoint(str(root), tag=ckpt.name, load_module_strict=True)
             if path is None or client is None:
                 raise RuntimeError("DeepSpeed found no loadable state")
-            rng = torch.load(_rng_file(ckpt, ctx.rank), weights_only=False)
+            rng = safe_load.load(_rng_file(ckpt, ctx.rank))
+        except safe_load.UnsafeCheckpoint as err:
+            outcome, problem = UNSAFE, str(err)
         except Exception as err:  # a torn or truncated shard: fall back to the previous commit
-            errors.append(f"{ckpt.name}: {err}")
-            log.warning("checkpoint %s unreadable (%s); trying an older one", ckpt.name, err)
+            outcome, problem = UNREADABLE, str(err)
+        agreed = _agree(outcome, ctx)
+        if agreed == UNSAFE:
+            raise safe_load.UnsafeCheckpoint(problem or f"checkpoint {ckpt.name}: another rank found a file "
+                                             "that names code to run; refusing to resume from it")
+        if agreed == UNREADABLE:
+            errors.append(f"{ckpt.name}: {problem or 'unreadable on another rank'}")
+            log.warning("checkpoint %s unreadable (%s); all ranks try an older one", ckpt.name,
+                        problem or "on another rank")
             continue
         torch.set_rng_state(rng["torch"])
         generator.set_state(rng["generator"])
@@ -322,7 +351,9 @@ def save_collective(ctx: Context, directory: Path, write: Callable[[Path], None]
         tmp.mkdir(parents=True)
     dist.barrier()
     write(tmp)
+    fsync_tree(tmp)  # on disk before it is swapped in (and before COMPLETE can point at it)
     dist.barrier()
     if ctx.is_main:
         replace_dir(tmp, directory)
+        fsync_path(str(directory.parent))  # the rename itself
     dist.barrier()

@@ -15,7 +15,7 @@ class TrainerMetrics:
         def gauge(name: str, doc: str) -> Gauge:
             return Gauge(name, doc, LABELS, registry=self.registry).labels(**labels)
 
-        self.loss = gauge("stilts_trainer_loss", "Training loss of the last optimizer step")
+        self.loss = gauge("stilts_trainer_loss", "Training loss at the last report (every 10 optimizer steps)")
         self.steps = gauge("stilts_trainer_step", "Optimizer steps done in this phase")
         self.total_steps = gauge("stilts_trainer_total_steps", "Optimizer steps this phase will take (early stopping "
                                  "may end it sooner)")
@@ -27,8 +27,8 @@ class TrainerMetrics:
         self.dropped = gauge("stilts_trainer_moe_dropped_token_share", "Share of token routes dropped for capacity")
         self.expert_share = Gauge("stilts_trainer_moe_expert_token_share", "Share of routed tokens per expert "
                                   "(all MoE layers)", LABELS + ("expert",), registry=self.registry)
-        self.head_loss = Gauge("stilts_trainer_head_loss", "Training loss of each task head on its last batch "
-                               "(nine heads in multitask)", LABELS + ("head",), registry=self.registry)
+        self.head_loss = Gauge("stilts_trainer_head_loss", "Training loss of each task head on its last batch before "
+                               "the last report (nine heads in multitask)", LABELS + ("head",), registry=self.registry)
         self.server = None
         if port:
             self.server, _ = start_http_server(port, registry=self.registry)

@@ -269,7 +269,9 @@ def evaluate(job: Job, ctx: engine.Context) -> dict:
                "seconds": round(time.perf_counter() - started, 2)}
     if ctx.is_main:
         write_json_atomic(Path(job.output) / "results.json", results)
-    return {"average": average, "test": {k: v["test"] for k, v in per_language.items()}, "predicted": predicted}
+    # testItems lets a cluster report (which has accuracies, not items) bootstrap over test items too.
+    return {"average": average, "test": {k: v["test"] for k, v in per_language.items()}, "predicted": predicted,
+            "testItems": min(len(c) for c in correct.values())}
 
 
 PHASES = {"prefetch": prefetch, "pretrain": pretrain, "intermediate": finetune, "target": finetune,

@@ -38,6 +38,9 @@ class Backend:
     observe: Callable                  # (child object, its pods) -> Observed
     is_leader: Callable[[dict], bool]  # pod -> whether it is rank 0
     unsupported: Callable[[dict], list] = lambda spec: []  # spec -> what this backend cannot do (one line each)
+    # How a failed child is deleted. Either way the next attempt waits until its pods are gone (the
+    # operator fences on pods); Foreground also keeps the child visible meanwhile.
+    delete_propagation: str = "Foreground"
 
     @property
     def api_version(self) -> str:
@@ -88,6 +91,19 @@ def outcome(backend: Backend, state: str, pods: list[dict], fallback: str = "") 
     message = (first.get("message") or "").strip().splitlines()[-1:] or [fallback]
     reason = "BadInput" if permanent else (f"Exit{first['exitCode']}" if first.get("exitCode") else "Failed")
     return Observed("Failed", permanent=permanent, reason=reason, message=message[0][:500])
+
+
+def from_conditions(backend: Backend, child: dict, pods: list[dict], success: str, expected: int) -> Observed:
+    """Both Kubeflow kinds report alike: a success condition (named `success`), Failed, Suspended
+    while a queue holds them, and otherwise their pods tell whether they run or wait."""
+    if condition(child, success):
+        return outcome(backend, "Succeeded", pods)
+    failed = condition(child, "Failed")
+    if failed:
+        return outcome(backend, "Failed", pods, failed.get("message", ""))
+    if condition(child, "Suspended"):
+        return Observed("Queued", reason="Suspended", message="waiting for admission by its queue")
+    return running_or_waiting(pods, expected)
 
 
 def running_or_waiting(pods: list[dict], expected: int) -> Observed:

@@ -9,7 +9,7 @@ fails the job and cleanPodPolicy None keeps the pods until stilts deletes the jo
 
 from __future__ import annotations
 
-from . import Backend, condition, outcome, running_or_waiting
+from . import Backend, from_conditions
 from ..reconcile import Observed
 
 LEADER_LABEL = ("training.kubeflow.org/replica-type", "master")
@@ -28,15 +28,8 @@ def manifest(experiment: dict, job, attempt: int, name: str, template: dict, met
 
 
 def observe(child: dict, pods: list[dict]) -> Observed:
-    if condition(child, "Succeeded"):
-        return outcome(BACKEND, "Succeeded", pods)
-    failed = condition(child, "Failed")
-    if failed:
-        return outcome(BACKEND, "Failed", pods, failed.get("message", ""))
-    if condition(child, "Suspended"):
-        return Observed("Queued", reason="Suspended", message="waiting for admission by its queue")
-    expected = sum(r.get("replicas", 1) for r in (child.get("spec") or {}).get("pytorchReplicaSpecs", {}).values())
-    return running_or_waiting(pods, expected)
+    replicas = (child.get("spec") or {}).get("pytorchReplicaSpecs", {}).values()
+    return from_conditions(BACKEND, child, pods, "Succeeded", sum(r.get("replicas", 1) for r in replicas))
 
 
 def is_leader(pod: dict) -> bool:

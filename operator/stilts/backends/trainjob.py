@@ -10,7 +10,7 @@ reads. The leader is the pod with completion index 0 of the first Job, found by 
 
 from __future__ import annotations
 
-from . import Backend, condition, outcome, running_or_waiting
+from . import Backend, from_conditions
 from ..reconcile import Observed
 
 RUNTIME = "stilts-torch-distributed"
@@ -42,14 +42,8 @@ def manifest(experiment: dict, job, attempt: int, name: str, template: dict, met
 
 
 def observe(child: dict, pods: list[dict]) -> Observed:
-    if condition(child, "Complete"):
-        return outcome(BACKEND, "Succeeded", pods)
-    failed = condition(child, "Failed")
-    if failed:
-        return outcome(BACKEND, "Failed", pods, failed.get("message", ""))
-    if condition(child, "Suspended"):
-        return Observed("Queued", reason="Suspended", message="waiting for admission by its queue")
-    return running_or_waiting(pods, (child.get("spec") or {}).get("trainer", {}).get("numNodes", 1))
+    nodes = (child.get("spec") or {}).get("trainer", {}).get("numNodes", 1)
+    return from_conditions(BACKEND, child, pods, "Complete", nodes)
 
 
 def is_leader(pod: dict) -> bool:
@@ -72,4 +66,8 @@ BACKEND = Backend(
     # JobSet names Jobs <trainjob>-node-<i> and pods <trainjob>-node-<i>-<index>-<random 5>; the pod's
     # hostname <trainjob>-node-<i>-<index> must stay a DNS label of at most 63 characters.
     max_name=46,
-    manifest=manifest, observe=observe, is_leader=is_leader, unsupported=unsupported)
+    manifest=manifest, observe=observe, is_leader=is_leader, unsupported=unsupported,
+    # Trainer v2.3 re-creates the JobSet of a TrainJob that is being deleted in the foreground (seen on
+    # the test control plane: the deletion never ends, and new pods keep coming); with Background the
+    # TrainJob goes at once and the garbage collector takes its JobSet, Jobs and pods.
+    delete_propagation="Background")
