@@ -87,7 +87,11 @@ def backend(request, control_plane):
 
 
 @pytest.fixture
-def operator(control_plane, backend):
+def operator(control_plane, backend, namespace):
+    """The operator with the chosen backend; the test's namespace enforces Pod Security "restricted", so
+    every pod either backend's controllers create from stilts' objects passes the real admission."""
+    client.CoreV1Api(control_plane.api_client()).patch_namespace(namespace, {"metadata": {"labels": {
+        "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}}})
     op = Operator(control_plane, env={"STILTS_JOB_BACKEND": backend}).start()
     op.backend = backend
     yield op
