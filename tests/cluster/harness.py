@@ -457,3 +457,61 @@ class TrainerV2:
         self.plane.processes.append(p)
         wait_until(lambda: _healthy(health), 60, f"{name} /readyz", p)
         return p
+
+
+class FakeKubelet:
+    """Serves container logs the way a kubelet does, so that the real API server's pods/log proxy (what
+    `kubectl logs` and `stilts logs` call) works without one: a Node whose kubelet endpoint is this
+    HTTPS server on loopback, and pods bound to it. `logs(namespace, pod)` says what each pod printed."""
+
+    NODE = "stilts-fake-node"
+
+    def __init__(self, plane: ControlPlane, logs):
+        import http.server
+        import ssl
+        import threading
+        certs = make_certs(plane.workdir, "fake-kubelet-ca", ["localhost"])
+        d = plane.workdir / "certs-fake-kubelet-ca"
+        outer = self
+        self.logs = logs
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # /containerLogs/<namespace>/<pod>/<container>
+                parts = self.path.split("?")[0].strip("/").split("/")
+                text = outer.logs(parts[1], parts[2]) if len(parts) == 4 and parts[0] == "containerLogs" else None
+                body = (text or "").encode()
+                self.send_response(200 if text is not None else 404)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(d / "tls.crt", d / "tls.key")
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        assert certs["tls.crt"]
+        from kubernetes import client
+        core = client.CoreV1Api(plane.api_client())
+        try:
+            core.create_node({"metadata": {"name": self.NODE}})
+        except client.ApiException as err:
+            if err.status != 409:
+                raise
+        core.patch_node_status(self.NODE, {"status": {
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.server.server_address[1]}}}})
+        self.core = core
+
+    def bind(self, pod: dict) -> None:
+        """What the scheduler does: the pod runs on this node from now on."""
+        meta = pod["metadata"]
+        self.core.create_namespaced_pod_binding(meta["name"], meta["namespace"], {
+            "metadata": {"name": meta["name"]}, "target": {"kind": "Node", "name": self.NODE}},
+            _preload_content=False)
+
+    def stop(self) -> None:
+        self.server.shutdown()

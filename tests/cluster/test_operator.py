@@ -431,3 +431,61 @@ def test_kueue_admits_what_fits_the_gpu_quota_and_the_rest_waits_queued(control_
     assert "JobRetrying" not in events(control_plane, namespace) and "JobFailed" not in events(control_plane, namespace)
     labels = {j["metadata"]["labels"].get("kueue.x-k8s.io/queue-name") for j in driver.jobs()}
     assert labels == {"team"}
+
+
+def test_stilts_logs_reads_the_live_leader_then_the_volume_once_the_pods_are_gone(
+        control_plane, training_operator, pod_simulator, namespace):
+    """`stilts logs tx/NAME JOB`: while the job's leader pod exists, its log through the API server's
+    pods/log proxy; once the pods are gone, the job's train.log from the volume (every attempt's, so a
+    failed attempt's log survives its retry), read by a short-lived pod. A fake kubelet serves logs."""
+    from stilts import cluster
+    from .harness import FakeKubelet
+    core = client.CoreV1Api(control_plane.api_client())
+    volume = {}  # path on the volume -> content, as the trainer appends it
+
+    def printed(ns, pod):
+        if pod.startswith("stilts-read-"):  # `cat PATH` of the claim
+            return volume.get(core.read_namespaced_pod(pod, ns).spec.containers[0].command[-1])
+        return f"log of {pod}\n"
+    kubelet = FakeKubelet(control_plane, printed)
+    op = Operator(control_plane).start()
+    try:
+        create(control_plane, namespace, experiment(backbones=SPEC["backbones"][:1]))
+        driver = PodDriver(control_plane, pod_simulator, namespace, fail={"dense-qqp-target": 1})
+        driver.run_until(phase_is(control_plane, namespace, "Succeeded"))
+    finally:
+        op.stop()
+    seen = cluster.load(control_plane.api_client(), namespace, "exp")
+    job = next(j for j in seen.jobs if j.name == "dense-qqp-s1-target")
+    assert seen.records[job.hash]["attempts"] == 2
+    cli = [sys.executable, "-m", "stilts.cli", "logs", "tx/exp", "dense-qqp-s1-target", "-n", namespace,
+           "--kubeconfig", str(control_plane.kubeconfig)]
+    leader = next(p for p in pod_simulator.pods(namespace, f"stilts.dev/job-hash={job.hash},stilts.dev/attempt=2")
+                  if driver.backend.is_leader(p))
+    kubelet.bind(leader)
+    live = subprocess.run(cli, capture_output=True, text=True, timeout=60)
+    assert live.returncode == 0 and live.stdout == f"log of {leader['metadata']['name']}\n", live.stderr
+
+    core.delete_collection_namespaced_pod(namespace, label_selector=f"stilts.dev/job-hash={job.hash}")
+    wait_until(lambda: not pod_simulator.pods(namespace, f"stilts.dev/job-hash={job.hash}"), 60, "the job's pods gone")
+    reader = subprocess.Popen(cli, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def read_pod():
+            pods = [p for p in pod_simulator.pods(namespace, "app.kubernetes.io/managed-by")
+                    if p["metadata"]["name"].startswith("stilts-read-")]
+            return pods[0] if pods else None
+        pod = wait_until(read_pod, 60, "stilts logs to start a pod that reads the volume")
+        path = pod["spec"]["containers"][0]["command"][-1]
+        assert path.endswith(f"/{job.hash}/train.log"), path
+        volume[path] = "attempt 1: stilts_trainer: error: simulated failure\nattempt 2: done\n"
+        assert pod["spec"]["volumes"][0]["persistentVolumeClaim"]["readOnly"] is True
+        kubelet.bind(pod)
+        pod_simulator.finish(pod, 0, "")
+        out, err = reader.communicate(timeout=60)
+    finally:
+        reader.kill()
+        kubelet.stop()
+    assert reader.returncode == 0, err
+    assert out == volume[path], "every attempt's log, the failed one included"
+    assert not [p for p in pod_simulator.pods(namespace, "app.kubernetes.io/managed-by")
+                if p["metadata"]["name"].startswith("stilts-read-")], "the reading pod is deleted"
