@@ -17,7 +17,10 @@ pytestmark = pytest.mark.slow
 def test_demo_interrupted_then_resumed_ends_with_the_report(tmp_path):
     cmd = [sys.executable, "-m", "stilts.cli", "run", str(REPO / "examples" / "demo.yaml"), "--root", str(tmp_path)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    # As from a terminal: SIGINT at its default, whatever this test run inherited (a shell's background
+    # job starts with SIGINT ignored, and Python then never raises KeyboardInterrupt).
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []
     for line in first.stdout:  # interrupt once the first job is done and others are running
         seen.append(line)

@@ -78,7 +78,7 @@ def test_moe_chain_with_ep2_then_evaluation_with_any_world_size(tmp_path, pretra
                     tmp_path, nproc=2, name="i.json")
     assert r.returncode == 0, r.stderr[-3000:]
     r = run_trainer(job_body("target", target, inter, task="mnli", backbone=MOE,
-                             hyperparameters={**SMALL, "maxTrainExamples": 4800, "evalEverySteps": 50}),
+                             hyperparameters={**SMALL, "maxTrainExamples": 9600, "evalEverySteps": 100}),
                     tmp_path, nproc=2, name="t.json")
     assert r.returncode == 0, r.stderr[-3000:]
     results = {}
