@@ -470,7 +470,7 @@ class FakeKubelet:
         import http.server
         import ssl
         import threading
-        certs = make_certs(plane.workdir, "fake-kubelet-ca", ["localhost"])
+        make_certs(plane.workdir, "fake-kubelet-ca", ["localhost"])
         d = plane.workdir / "certs-fake-kubelet-ca"
         outer = self
         self.logs = logs
@@ -493,7 +493,6 @@ class FakeKubelet:
         context.load_cert_chain(d / "tls.crt", d / "tls.key")
         self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        assert certs["tls.crt"]
         from kubernetes import client
         core = client.CoreV1Api(plane.api_client())
         try:
