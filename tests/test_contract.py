@@ -105,7 +105,7 @@ def missing_fields(body: dict) -> set[str]:
         and any(tasks.local_members(t) for t in ([body["task"]] if body.get("task") else [])
                 + body.get("prefetch", {}).get("tasks", []))
     wanted = applicable(body["phase"], body.get("task"), body["backbone"]["architecture"], reads_local,
-                        body["dataSource"])
+                        body["dataSource"], mixes_mlm="mlmMix" in body)
     return {f for f in wanted if not has(f)}
 
 
@@ -123,18 +123,20 @@ def test_the_planner_writes_every_field_the_trainer_reads(raw):
             raw["dataSource"] = "synthetic"
     for phase in raw["training"].values():
         phase["batchSize"], phase["microBatchSize"], phase["maxSeqLength"] = 8, 2, 64
+    if raw["intermediateTasks"]:  # the ablation's jobs write its settings too
+        raw["mlmMix"] = {"weight": 0.3}
     for job, body in planned_bodies(raw):
         assert missing_fields(body) == set(), (job.name, missing_fields(body))
 
 
 def test_a_dropped_planner_field_is_caught():
-    raw = {"dataSource": "synthetic", "intermediateTasks": ["squad"], "seeds": [1],
+    raw = {"dataSource": "synthetic", "intermediateTasks": ["squad"], "seeds": [1], "mlmMix": {},
            "backbones": [{"name": "m", "model": "stilts/tiny-xlmr", "architecture": "moe", "gpusPerWorker": 0,
                           "moe": {"experts": 4, "expertParallelSize": 1}}]}
-    job, body = next((j, b) for j, b in planned_bodies(raw) if j.phase == "intermediate")
+    job, body = next((j, b) for j, b in planned_bodies(raw) if j.phase == "intermediate" and "mlmMix" in b)
     assert missing_fields(body) == set()
     for path in ("hyperparameters.docStride", "hyperparameters.weightDecay", "backbone.moe.expertParallelSize",
-                 "seed", "deepspeed.zeroStage", "syntheticWorld"):
+                 "seed", "deepspeed.zeroStage", "syntheticWorld", "mlmMix.weight", "mlmMix.languages"):
         dropped = copy.deepcopy(body)
         node = dropped
         *parents, leaf = path.split(".")

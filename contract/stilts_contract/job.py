@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic.alias_generators import to_camel
 
 from . import rules, tasks
-from .names import JOB_API_VERSION, JOB_KIND, MAX_SEQ_LENGTH, PHASES, SYNTHETIC_WORLD, TINY_MODELS
+from .names import JOB_API_VERSION, JOB_KIND, MAX_SEQ_LENGTH, PHASES, SYNTHETIC_WORLD, TINY_MODELS, XNLI_LANGUAGES
 
 
 class JobError(ValueError):
@@ -127,6 +127,29 @@ class MaskingSettings(Model):
     mlm_probability: float = Field(0.15, gt=0, lt=1, description="Share of tokens masked (BERT: 0.15).")
 
 
+class MlmMix(MaskingSettings):
+    """The paper's ablation (Phang et al. 2020): intermediate training mixed with multilingual masked-LM.
+    Every intermediate task then also runs as <task>-mlm, its own arm in the plan and the report."""
+    weight: float = Field(0.5, gt=0, lt=1, description="Share of the intermediate phase's micro-batches that "
+                          "are masked-LM. They come on top of the task's: an epoch still holds every task "
+                          "example once (with maxSteps set, the task gets fewer steps instead).")
+    languages: list[str] = Field(list(XNLI_LANGUAGES), min_length=1, max_length=15, description="Languages of "
+                                 "the masked-LM corpus (default: XNLI's 15).")
+    examples_per_language: int = Field(10000, ge=1, le=10_000_000, description="Corpus lines per language.")
+    corpus: str = Field("wikimedia/wikipedia", min_length=1, max_length=200, description="Hub dataset of the "
+                        "corpus (hub data; synthetic data uses the offline world's corpus).")
+    corpus_config: str = Field("20231101.{lang}", min_length=1, max_length=200, description="Its config per "
+                               "language; {lang} is replaced by the language code.")
+    text_field: str = Field("text", min_length=1, max_length=100, description="The corpus column holding text.")
+
+    @model_validator(mode="after")
+    def _known_languages(self) -> "MlmMix":
+        unknown = sorted(set(self.languages) - set(XNLI_LANGUAGES))
+        _raise(unknown and f"languages: {unknown} are not XNLI languages {list(XNLI_LANGUAGES)}")
+        _raise(len(set(self.languages)) != len(self.languages) and "languages: listed twice")
+        return self
+
+
 class Hyperparameters(TaskSettings, MaskingSettings, PhaseTraining):
     """One phase's hyperparameters as the trainer reads them: the spec's, plus settings the spec does
     not expose (their defaults are the paper's)."""
@@ -169,6 +192,7 @@ class Job(Model):
     checkpoint_every_steps: int = Field(500, ge=1)
     metrics_port: int = Field(0, ge=0, le=65535, description="0 = no metrics endpoint")
     prefetch: Prefetch = Prefetch()
+    mlm_mix: MlmMix | None = Field(None, description="intermediate phase only: mix in multilingual masked-LM")
     labels: dict[str, str] = Field(default_factory=dict, description="display only: run, backbone, task")
 
     @model_validator(mode="after")
@@ -191,6 +215,8 @@ class Job(Model):
                 raise ValueError(f"languages: {unknown} not in {self.task}'s languages {list(task.languages)}")
             if self.phase == "evaluate" and not self.languages:
                 self.languages = list(task.languages)
+        if self.mlm_mix and self.phase != "intermediate":
+            raise ValueError(f"mlmMix: only the intermediate phase mixes in masked-LM, not {self.phase}")
         if self.phase == "evaluate" and not self.parent:
             raise ValueError("parent: evaluate needs the target phase's output directory")
         if self.backbone.model in TINY_MODELS and not self.parent and self.phase != "pretrain":
@@ -225,7 +251,7 @@ WRITTEN_BY_THE_TRAINER_ITSELF = {"apiVersion", "kind"}  # constants of the forma
 
 
 def applicable(phase: str, task: str | None, architecture: str, reads_local_data: bool,
-               data_source: str = "synthetic") -> set[str]:
+               data_source: str = "synthetic", mixes_mlm: bool = False) -> set[str]:
     """The job.json fields the trainer reads for a job of this phase, task and architecture. Executors
     write every one of them (tests/test_contract.py checks the planner), so no job silently runs on a
     default the control plane never chose."""
@@ -243,6 +269,8 @@ def applicable(phase: str, task: str | None, architecture: str, reads_local_data
         fields.discard("task")
     if not reads_local_data:
         fields.discard("dataDir")
+    if not mixes_mlm:  # the ablation's jobs only
+        fields = {f for f in fields if not f.startswith("mlmMix")}
     if data_source != "synthetic":
         fields.discard("syntheticWorld")
     return fields

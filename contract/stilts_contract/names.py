@@ -10,6 +10,12 @@ TRAINING_PHASES = ("pretrain", "intermediate", "target")
 
 XNLI_LANGUAGES = ("ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh")
 BASELINE = "none"  # the intermediate task of a run that has none
+MLM_ARM = "-mlm"   # suffix of the ablation's runs: <task>-mlm is <task> mixed with multilingual masked-LM
+
+
+def plain_task(run_task: str) -> str:
+    """The intermediate task of a run, without the ablation's suffix."""
+    return run_task.removesuffix(MLM_ARM)
 
 # Built offline by a `pretrain` job on the synthetic corpus (trainer/stilts_trainer/model.py).
 TINY_MODELS = ("stilts/tiny-xlmr", "stilts/mini-xlmr")

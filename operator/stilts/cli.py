@@ -14,7 +14,7 @@ from .spec import SpecError, load_experiment
 
 
 def cmd_plan(args) -> int:
-    from .plan import plan
+    from .plan import arms, plan, run_tasks
     from .report import plan_power
 
     exp = load_experiment(args.file)
@@ -30,6 +30,11 @@ def cmd_plan(args) -> int:
     for j in jobs:
         phases[j.phase] = phases.get(j.phase, 0) + 1
     print(f"\n{len(jobs)} jobs: " + ", ".join(f"{n} {p}" for p, n in phases.items()))
+    print(f"Runs of each backbone ({', '.join(b.name for b, _ in arms(exp.spec))}), per seed: "
+          + ", ".join(run_tasks(exp.spec)))
+    if exp.spec.mlm_mix:
+        print(f"Ablation: each <task>-mlm run mixes multilingual masked-LM into its intermediate phase "
+              f"({exp.spec.mlm_mix.weight:.0%} of micro-batches, {len(exp.spec.mlm_mix.languages)} languages)")
     if any(b.architecture == "moe" for b in exp.spec.backbones) and exp.spec.baseline:
         print("Power: " + plan_power(len(exp.spec.seeds), args.seed_sd))
     return 0

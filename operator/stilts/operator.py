@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import kopf
@@ -26,6 +27,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from . import backends, manifests, metrics
+from .cache import CHILDREN, PODS, Cache
 from .manifests import LABEL_ATTEMPT, LABEL_EXPERIMENT, LABEL_HASH, LABEL_UID, RETRY_ANNOTATION
 from .plan import Job, plan
 from .policy import DEFAULT_TRAINER_IMAGE, AdmissionPolicy, violations
@@ -39,6 +41,9 @@ RESYNC_SECONDS = float(os.environ.get("STILTS_RESYNC_SECONDS", "30"))
 BACKEND = backends.get(os.environ.get("STILTS_JOB_BACKEND", "pytorchjob"))
 LOGGED_EVENTS = ("JobRearmed",)
 NO_PODS_GRACE_SECONDS = 5  # a child without pods this long: look at its events for why (admission)
+CREATE_PARALLELISM = 8
+WHY_LOOK_SECONDS = 10  # how often to read events for children without pods (the reason shown meanwhile)
+RELIST_SECONDS = float(os.environ.get("STILTS_RELIST_SECONDS", "300"))  # cache.py: the safety net's period
 
 
 def api_client() -> client.ApiClient:
@@ -46,7 +51,11 @@ def api_client() -> client.ApiClient:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
-    return client.ApiClient()
+    configuration = client.Configuration.get_default_copy()
+    # Reconcile workers and the creators share one pool: connections beyond it would be reopened
+    # (a TLS handshake each) instead of kept.
+    configuration.connection_pool_maxsize = 32
+    return client.ApiClient(configuration)
 
 
 # -- handlers (triggers only) ------------------------------------------------------------------------
@@ -76,17 +85,20 @@ def cleanup(memo: kopf.Memo, **_):
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def on_experiment(memo: kopf.Memo, namespace, name, **_):
+def on_experiment(memo: kopf.Memo, event, namespace, name, **_):
+    memo.controller.seen(event.get("type"), event["object"])
     memo.controller.add((namespace, name))
 
 
 @kopf.on.event(BACKEND.group, BACKEND.version, BACKEND.plural, labels={LABEL_EXPERIMENT: kopf.PRESENT})
-def on_child(memo: kopf.Memo, namespace, labels, **_):
+def on_child(memo: kopf.Memo, event, namespace, labels, **_):
+    memo.controller.cache.apply(CHILDREN, event.get("type"), event["object"])
     memo.controller.add((namespace, labels[LABEL_EXPERIMENT]))
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_EXPERIMENT: kopf.PRESENT})
-def on_pod(memo: kopf.Memo, namespace, labels, **_):
+def on_pod(memo: kopf.Memo, event, namespace, labels, **_):
+    memo.controller.cache.apply(PODS, event.get("type"), event["object"])
     memo.controller.add((namespace, labels[LABEL_EXPERIMENT]))
 
 
@@ -100,6 +112,14 @@ class Known:
     spec: ExperimentSpec | None = None
     jobs: list[Job] = field(default_factory=list)
     started: bool = False          # claim ensured and results loaded (once per operator process)
+    listed_at: float = 0.0         # last uncached LIST of its children and pods (cache.py)
+    # The records as this process last read or wrote them, with their resourceVersion. The operator is
+    # their only writer, and it writes them (optimistic concurrency) before it acts, so a stale copy
+    # costs a 409 and a fresh look, never a duplicate; re-read at every relist all the same.
+    records: tuple[dict, str, str | None] | None = None
+    why_looked_at: float = 0.0     # last look at events for children without pods
+    why: dict = field(default_factory=dict)  # what that look found: child -> (reason, message)
+    status: dict | None = None     # the status this process last wrote
     results: dict = field(default_factory=dict)
 
 
@@ -111,6 +131,11 @@ class Controller:
         self.admission, self.trainer_image = admission, trainer_image
         self.core, self.custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
         self.queue = WorkQueue(self.reconcile, workers)
+        self.cache = Cache()
+        self.experiments: dict[tuple[str, str], dict] = {}  # as the watch last showed them
+        # Children are created in parallel, as the Job controller creates pods: one experiment's wave
+        # of ready jobs is two API calls each, and one after the other they made a reconcile slow.
+        self.creators = ThreadPoolExecutor(CREATE_PARALLELISM, thread_name_prefix="create")
         self.known: dict[tuple[str, str], Known] = {}
         self.metrics = metrics.Metrics()
         self.resync_seconds = resync_seconds
@@ -126,6 +151,13 @@ class Controller:
                 if not self._running:
                     self.start(contextvars.copy_context())
         self.queue.add(key)
+
+    def seen(self, event_type: str | None, experiment: dict) -> None:
+        key = (experiment["metadata"]["namespace"], experiment["metadata"]["name"])
+        if event_type == "DELETED":
+            self.experiments.pop(key, None)
+        else:
+            self.experiments[key] = experiment
 
     def start(self, context: contextvars.Context | None = None) -> "Controller":
         self.queue.start(context)
@@ -154,22 +186,50 @@ class Controller:
         """Items of a LIST read raw: parsing JSON is several times faster than building the client's models."""
         return json.loads(response.data)["items"]
 
-    def _why_no_pods(self, namespace: str, child: str) -> tuple[str, str]:
-        """Pods refused at creation (admission, quota) leave only events on the child."""
-        events = self._items(self.core.list_namespaced_event(
-            namespace, field_selector=f"involvedObject.name={child},type=Warning", _preload_content=False))
-        if not events:
-            return "", ""
-        last = max(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
-        return last.get("reason", "FailedCreate"), last.get("message", "")
+    def _list_pods(self, namespace: str, selector: str) -> list[dict]:
+        return self._items(self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False))
 
-    def observe(self, namespace: str, stem: str, children: list[dict], pods: list[dict], now: float
-                ) -> dict[str, Observed]:
+    def _relist(self, namespace: str, uid: str) -> None:
+        """The uncached truth about one experiment's children and pods (see cache.py)."""
+        b, selector = self.backend, f"{LABEL_UID}={uid}"
+        since = self.cache.mark()
+        self.cache.replace(CHILDREN, uid, self._items(self.custom.list_namespaced_custom_object(
+            b.group, b.version, namespace, b.plural, label_selector=selector, _preload_content=False)), since)
+        since = self.cache.mark()
+        self.cache.replace(PODS, uid, self._list_pods(namespace, selector), since)
+
+    def _exit_known(self, state: str, pods: list[dict]) -> bool:
+        """Whether the cached pods already tell a finished child's outcome: the leader's exit after a
+        success (its summary), some pod's exit after a failure (its reason, whether it is permanent)."""
+        container = self.backend.container
+        if state == "Succeeded":
+            return any(self.backend.is_leader(p) and backends.terminated(p, container) for p in pods)
+        return any(backends.terminated(p, container) for p in pods)
+
+    def _why_no_pods(self, namespace: str, children: set[str]) -> dict[str, tuple[str, str]]:
+        """Pods refused at creation (admission, quota) leave only events, on the child or on what its
+        controller made under the child's name (Trainer v2's JobSet). One LIST of the namespace's
+        warnings serves every child that waits."""
+        if not children:
+            return {}
+        events = self._items(self.core.list_namespaced_event(namespace, field_selector="type=Warning",
+                                                             _preload_content=False))
+        why = {}
+        for event in sorted(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or ""):
+            child = (event.get("involvedObject") or {}).get("name")
+            if child in children:  # the latest one wins
+                why[child] = (event.get("reason") or "FailedCreate", event.get("message", ""))
+        return why
+
+    def observe(self, namespace: str, stem: str, uid: str, children: list[dict], pods: list[dict],
+                active: set[str], now: float, known: Known) -> dict[str, Observed]:
+        """Children as the backend sees them. `active`: the children whose outcome is still awaited;
+        for those that just ended, the pods (the summary, the exit codes) are read uncached, once."""
         by_attempt: dict[tuple[str, str], list[dict]] = {}
         for pod in pods:
             labels = pod["metadata"].get("labels") or {}
             by_attempt.setdefault((labels.get(LABEL_HASH), labels.get(LABEL_ATTEMPT)), []).append(pod)
-        observed = {}
+        observed, podless = {}, set()
         for child in children:
             meta = child["metadata"]
             key = (meta["labels"].get(LABEL_HASH), meta["labels"].get(LABEL_ATTEMPT))
@@ -177,10 +237,19 @@ class Controller:
                 observed[meta["name"]] = Observed("Terminating")
                 continue
             seen = self.backend.observe(child, by_attempt.get(key, []))
+            if seen.state in ("Succeeded", "Failed") and meta["name"] in active and \
+                    not self._exit_known(seen.state, by_attempt.get(key, [])):
+                by_attempt[key] = self._list_pods(namespace, f"{LABEL_UID}={uid},{LABEL_HASH}={key[0]},"
+                                                             f"{LABEL_ATTEMPT}={key[1]}")
+                seen = self.backend.observe(child, by_attempt[key])
             if seen.state == "Pending" and not by_attempt.get(key) and not seen.reason and \
                     now - _timestamp(meta.get("creationTimestamp")) > NO_PODS_GRACE_SECONDS:
-                seen.reason, seen.message = self._why_no_pods(namespace, meta["name"])
+                podless.add(meta["name"])
             observed[meta["name"]] = seen
+        if podless and now - known.why_looked_at >= WHY_LOOK_SECONDS:
+            known.why, known.why_looked_at = self._why_no_pods(namespace, podless), now
+        for name in podless & known.why.keys():
+            observed[name].reason, observed[name].message = known.why[name]
         for (job_hash, attempt), _ in by_attempt.items():  # pods whose child is gone: still terminating
             name = manifests.child_name(stem, job_hash or "", int(attempt or 0))
             observed.setdefault(name, Observed("Terminating"))
@@ -193,6 +262,8 @@ class Controller:
             return self._reconcile(*key)
         except ApiException as err:
             if err.status == 409:  # someone wrote first (records, status): look again from what is there
+                if key in self.known:
+                    self.known[key].records = self.known[key].status = None
                 return 0.2
             metrics.RECONCILE_ERRORS.inc()
             log.error("reconcile %s/%s failed: %s %s", *key, err.status, err.reason)
@@ -205,23 +276,27 @@ class Controller:
             metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
 
     def _reconcile(self, namespace: str, name: str) -> float | None:
-        try:
-            experiment = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-        except ApiException as err:
-            if err.status == 404:
-                self.known.pop((namespace, name), None)
-                self.metrics.forget(namespace, name)
-                return None
-            raise
+        now, known = time.time(), self.known.get((namespace, name))
+        experiment = self.experiments.get((namespace, name))
+        if experiment is None or known is None or now - known.listed_at >= RELIST_SECONDS:
+            try:  # the watch's copy is used between relists (cache.py); the operator writes only its status
+                experiment = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            except ApiException as err:
+                if err.status == 404:
+                    gone = self.known.pop((namespace, name), None)
+                    if gone:
+                        self.cache.forget(gone.uid)
+                    self.metrics.forget(namespace, name)
+                    return None
+                raise
         meta = experiment["metadata"]
         if meta.get("deletionTimestamp"):
             return None
-        now = time.time()
-        previous = experiment.get("status") or {}
         generation = meta.get("generation", 0)
-        known = self.known.get((namespace, name))
         if known is None or known.uid != meta["uid"]:
             known = self.known[(namespace, name)] = Known(meta["uid"])
+        # The operator is the status's only writer: what it last wrote is newer than a lagging watch.
+        previous = known.status if known.status is not None else experiment.get("status") or {}
         if known.generation != generation:  # plan once per generation: hashing thousands of jobs takes time
             try:
                 known.spec = parse_spec(experiment["spec"], f"{namespace}/{name}")
@@ -249,37 +324,37 @@ class Controller:
             known.results = self._read_store(namespace, results_store)[0]
             known.started = True
 
-        records, rearmed_at, version = self._read_records(namespace, jobs_store)
         retry = (meta.get("annotations") or {}).get(RETRY_ANNOTATION, "")
-        needs_pods = any(r["state"] in ACTIVE + ("Backoff",) for r in records.values()) or not records
-        b, selector = self.backend, f"{LABEL_UID}={meta['uid']}"
-        children = self.custom.list_namespaced_custom_object(b.group, b.version, namespace, b.plural,
-                                                             label_selector=selector)["items"]
-        pods = self._items(self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)) \
-            if needs_pods else []
-        observed = self.observe(namespace, stem, children, pods, now)
+        uid = meta["uid"]
+        if now - known.listed_at >= RELIST_SECONDS:
+            self._relist(namespace, uid)
+            known.listed_at, known.records = now, None
+        if known.records is None:
+            known.records = self._read_records(namespace, jobs_store)
+        records, rearmed_at, version = known.records
+        for job_hash, rec in records.items():  # fencing: a retry waits for pods that the cache may not show yet
+            if rec["state"] == "Backoff" and rec.get("retryAfter", 0) <= now:
+                labels, since = {LABEL_UID: uid, LABEL_HASH: job_hash}, self.cache.mark()
+                selector = ",".join(f"{k}={v}" for k, v in labels.items())
+                self.cache.replace(PODS, uid, self._list_pods(namespace, selector), since, labels)
+        active = {manifests.child_name(stem, h, r["attempts"]) for h, r in records.items() if r["state"] in ACTIVE}
+        observed = self.observe(namespace, stem, uid, self.cache.list(CHILDREN, uid), self.cache.list(PODS, uid),
+                                active, now, known)
         d = reconcile(jobs, records, observed, now, Policy.of(spec),
                       lambda h, a: manifests.child_name(stem, h, a), rearm=bool(retry) and retry != rearmed_at)
 
         # The intent is written first: a crash after this point re-creates (409, adopted) rather than forgets.
         if d.records != records or retry != rearmed_at:
-            self._write_records(experiment, jobs_store, d.records, retry, version)
+            known.records = None  # whatever happens to the write, read them again next time
+            version = self._write_records(experiment, jobs_store, d.records, retry, version)
+            known.records = (d.records, retry, version)
         if d.results:
             known.results.update(d.results)
             self._merge_store(experiment, results_store, {h: json.dumps(r, separators=(",", ":"), sort_keys=True)
                                                           for h, r in d.results.items()})
         for child in d.delete:
-            self._delete_child(namespace, child)
-        for job, attempt in d.create:
-            child = manifests.child_name(stem, job.hash, attempt)
-            template = manifests.pod_template(experiment, job, attempt, child, self.backend.container,
-                                              self.trainer_image)
-            self._create(experiment, lambda: self.core.create_namespaced_config_map(
-                namespace, manifests.config_map(experiment, job, attempt, child)))
-            body = self.backend.manifest(experiment, job, attempt, child, template,
-                                         manifests.metadata(experiment, child, job, attempt))
-            self._create(experiment, lambda: self.custom.create_namespaced_custom_object(
-                b.group, b.version, namespace, b.plural, body), kind=b.plural, name=child)
+            self._delete_child(namespace, uid, child)
+        list(self.creators.map(lambda create: self._create_child(experiment, stem, *create), d.create))
 
         status = summarize(jobs, d.records, previous, generation, now)
         status.update(jobsConfigMap=jobs_store, resultsConfigMap=results_store)
@@ -300,10 +375,22 @@ class Controller:
         return d.requeue_after
 
     # -- writing -------------------------------------------------------------------------------------
-    def _create(self, experiment: dict, call, kind: str = "", name: str = "") -> None:
+    def _create_child(self, experiment: dict, stem: str, job: Job, attempt: int) -> None:
+        """The job's ConfigMap (job.json), then the child that mounts it."""
+        namespace, b = experiment["metadata"]["namespace"], self.backend
+        child = manifests.child_name(stem, job.hash, attempt)
+        template = manifests.pod_template(experiment, job, attempt, child, b.container, self.trainer_image)
+        self._create(experiment, lambda: self.core.create_namespaced_config_map(
+            namespace, manifests.config_map(experiment, job, attempt, child)))
+        body = b.manifest(experiment, job, attempt, child, template, manifests.metadata(experiment, child, job, attempt))
+        created = self._create(experiment, lambda: self.custom.create_namespaced_custom_object(
+            b.group, b.version, namespace, b.plural, body), kind=b.plural, name=child)
+        self.cache.apply(CHILDREN, "ADDED", created)  # the next reconcile may come before its watch event
+
+    def _create(self, experiment: dict, call, kind: str = "", name: str = ""):
         """Create; an existing object of ours (same deterministic name, same owner) is adopted."""
         try:
-            call()
+            return call()
         except ApiException as err:
             if err.status != 409:
                 raise
@@ -314,8 +401,10 @@ class Controller:
                 owners = {o.get("uid") for o in existing["metadata"].get("ownerReferences") or []}
                 if experiment["metadata"]["uid"] not in owners:
                     raise RuntimeError(f"{kind}/{name} exists and belongs to another object; not adopting it")
+                return existing
+            return None
 
-    def _delete_child(self, namespace: str, name: str) -> None:
+    def _delete_child(self, namespace: str, uid: str, name: str) -> None:
         """The next attempt is created only once this one's pods are gone (see observe: pods without a
         child count as Terminating), so attempts never overlap."""
         b = self.backend
@@ -325,6 +414,7 @@ class Controller:
         except ApiException as err:
             if err.status != 404:
                 raise
+            self.cache.discard(CHILDREN, uid, name)
 
     def _read_store(self, namespace: str, name: str) -> tuple[dict, dict, str | None]:
         """(data parsed as JSON, annotations, resourceVersion) of one of the experiment's ConfigMaps."""
@@ -341,16 +431,17 @@ class Controller:
         data, annotations, version = self._read_store(namespace, name)
         return data.get("records", {}), annotations.get(RETRY_ANNOTATION, ""), version
 
-    def _write_records(self, experiment: dict, name: str, records: dict, retry: str, version: str | None) -> None:
+    def _write_records(self, experiment: dict, name: str, records: dict, retry: str, version: str | None) -> str:
+        """Returns the new resourceVersion."""
         body = manifests.store(experiment, name, {"records": json.dumps(records, separators=(",", ":"),
                                                                         sort_keys=True)})
         body["metadata"]["annotations"] = {RETRY_ANNOTATION: retry}
         namespace = experiment["metadata"]["namespace"]
         if version is None:
-            self.core.create_namespaced_config_map(namespace, body)
-        else:  # optimistic concurrency: a stale read gets 409 and the reconcile starts over
-            body["metadata"]["resourceVersion"] = version
-            self.core.replace_namespaced_config_map(name, namespace, body)
+            return self.core.create_namespaced_config_map(namespace, body).metadata.resource_version
+        # optimistic concurrency: a stale read gets 409 and the reconcile starts over
+        body["metadata"]["resourceVersion"] = version
+        return self.core.replace_namespaced_config_map(name, namespace, body).metadata.resource_version
 
     def _merge_store(self, experiment: dict, name: str, data: dict) -> None:
         namespace = experiment["metadata"]["namespace"]
@@ -362,7 +453,12 @@ class Controller:
             self.core.create_namespaced_config_map(namespace, manifests.store(experiment, name, data))
 
     def _patch_status(self, namespace: str, name: str, status: dict) -> None:
+        known = self.known.get((namespace, name))
+        if known:
+            known.status = None  # whatever happens to the patch, read it again next time
         self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, {"status": status})
+        if known:
+            known.status = status
 
 
 class PolicyError(SpecError):

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 
 from stilts_contract import tasks
-from stilts_contract.names import BASELINE as NONE, PHASES, SYNTHETIC_WORLD, TINY_MODELS
+from stilts_contract.names import BASELINE as NONE, MLM_ARM, PHASES, SYNTHETIC_WORLD, TINY_MODELS, plain_task
 from stilts_contract.job import Hyperparameters, applicable
 
 from .spec import Backbone, ExperimentSpec, PhaseTraining
@@ -111,7 +111,7 @@ class Planner:
         for backbone, continued in arms(spec):
             root = self._plan_backbone_root(backbone, continued)
             pretraining = f"continued masked-LM, {continued} steps" if continued else ""
-            for task in ([NONE] if spec.baseline else []) + list(spec.intermediate_tasks):
+            for task in run_tasks(spec):
                 for seed in spec.seeds:
                     self._plan_run(backbone, root, task, seed, pretraining)
         return topological(list(self.jobs.values()))
@@ -150,9 +150,11 @@ class Planner:
         spec = self.spec
         parent = root
         if task != NONE:
-            body = {"phase": "intermediate", "task": task, **self.common(backbone), "seed": seed,
-                    "hyperparameters": _hyper(spec.training.intermediate, "intermediate", task),
-                    **self.local_data([task])}
+            name = plain_task(task)
+            mix = {"mlmMix": spec.mlm_mix.model_dump(by_alias=True, mode="json")} if task.endswith(MLM_ARM) else {}
+            body = {"phase": "intermediate", "task": name, **self.common(backbone), "seed": seed,
+                    "hyperparameters": _hyper(spec.training.intermediate, "intermediate", name),
+                    **self.local_data([name]), **mix}
             parent = self.add("intermediate", backbone, body, parent, run_task=task, seed=seed,
                               pretraining=pretraining)
         body = {"phase": "target", "task": spec.target.train_task, **self.common(backbone), "seed": seed,
@@ -163,6 +165,13 @@ class Planner:
                 **self.common(backbone), "seed": seed,
                 "hyperparameters": _hyper(target, "evaluate", spec.target.task)}
         self.add("evaluate", backbone, body, parent, run_task=task, seed=seed, pretraining=pretraining)
+
+
+def run_tasks(spec: ExperimentSpec) -> list[str]:
+    """The runs' intermediate tasks: `none` (the baseline), each task, and with the ablation each task
+    mixed with multilingual masked-LM (<task>-mlm)."""
+    ablation = [t + MLM_ARM for t in spec.intermediate_tasks] if spec.mlm_mix else []
+    return ([NONE] if spec.baseline else []) + list(spec.intermediate_tasks) + ablation
 
 
 def arms(spec: ExperimentSpec) -> list[tuple[Backbone, int]]:

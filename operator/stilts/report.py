@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stilts_contract import tasks as contract_tasks
-from stilts_contract.names import BASELINE, COMPLETE
+from stilts_contract.names import BASELINE, COMPLETE, MLM_ARM, plain_task
 
 from . import stats
 
@@ -188,7 +188,7 @@ def build(inputs: Inputs, split: str = "test") -> dict:
     for run in inputs.runs:
         by.setdefault(run.backbone, {}).setdefault(run.task, {})[run.seed] = run
     languages = sorted({lang for r in inputs.runs for lang in r.accuracy}) + [AVG]
-    accuracy, gains, interaction = {}, {}, {}
+    accuracy, gains, interaction, ablation = {}, {}, {}, {}
     for backbone, by_task in sorted(by.items()):
         for task, seeds in sorted(by_task.items()):
             cells = {lang: _cell(list(seeds.values()), lang, split) for lang in languages}
@@ -196,6 +196,9 @@ def build(inputs: Inputs, split: str = "test") -> dict:
             if task != BASELINE and BASELINE in by_task:
                 cells = {lang: _paired(seeds, by_task[BASELINE], lang, split) for lang in languages}
                 gains[f"{backbone}/{task}"] = {k: v for k, v in cells.items() if v}
+            if task.endswith(MLM_ARM) and plain_task(task) in by_task:  # the ablation against plain STILTs
+                cells = {lang: _paired(seeds, by_task[plain_task(task)], lang, split) for lang in languages}
+                ablation[f"{backbone}/{task}"] = {k: v for k, v in cells.items() if v}
     architecture = {r.backbone: r.architecture for r in inputs.runs}
     for moe in sorted(b for b, a in architecture.items() if a == "moe"):
         dense, how = comparator(moe, inputs.runs)
@@ -212,10 +215,11 @@ def build(inputs: Inputs, split: str = "test") -> dict:
         if shares:
             predicted[lang] = [round(statistics.fmean(s[k] for s in shares), 4) for k in range(len(shares[0]))]
     tasks = {r.task for r in inputs.runs}
-    notes = {t: contract_tasks.get(t).target_data for t in sorted(tasks - {BASELINE})
-             if t in contract_tasks.TASKS and contract_tasks.get(t).target_data}
+    notes = {t: contract_tasks.get(plain_task(t)).target_data for t in sorted(tasks - {BASELINE})
+             if plain_task(t) in contract_tasks.TASKS and contract_tasks.get(plain_task(t)).target_data}
     return {"experiment": inputs.experiment, "source": inputs.source, "split": split, "languages": languages,
-            "accuracy": accuracy, "gain": gains, "interaction": interaction, "architecture": architecture,
+            "accuracy": accuracy, "gain": gains, "interaction": interaction, "mlmAblation": ablation,
+            "architecture": architecture,
             "alignment": inputs.alignment, "predicted": predicted, "labels": inputs.labels,
             "constantPredictors": flags, "targetDataNotes": notes, "missing": inputs.missing,
             "runs": len(inputs.runs)}
@@ -307,6 +311,13 @@ def to_text(report: dict) -> str:
                            for k, v in sorted(report["gain"].items()) if AVG in v])
     for task, note in report["targetDataNotes"].items():
         lines.append(f"  note: {task}'s gain is partly more training on the target's data ({note})")
+    if report.get("mlmAblation"):
+        lines += ["", "Ablation (Phang et al. 2020): intermediate training mixed with multilingual masked-LM, minus "
+                  "plain STILTs on the same task (points), paired by seed", ""]
+        lines += _table([["backbone/task", AVG] + [lang for lang in langs if lang != AVG]]
+                        + [[k, _fmt(v[AVG], sign=True)] + [f"{v[lang]['mean'] * 100:+.1f}" for lang in langs
+                                                            if lang != AVG and lang in v]
+                           for k, v in sorted(report["mlmAblation"].items()) if AVG in v])
     if report["interaction"]:
         lines += ["", "Research question: gain(MoE) - gain(dense), points, mean [95% interval]", ""]
         for key, result in sorted(report["interaction"].items()):

@@ -14,8 +14,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 from stilts_contract import rules
-from stilts_contract.job import (BackboneRef, DeepSpeed, MaskingSettings, Model as _Model, MoE, PhaseTraining,
-                                 TaskSettings, first_error)
+from stilts_contract.job import (BackboneRef, DeepSpeed, MaskingSettings, MlmMix, Model as _Model, MoE,
+                                 PhaseTraining, TaskSettings, first_error)
 from stilts_contract.names import TINY_MODELS, XNLI_LANGUAGES
 from stilts_contract.tasks import (DEFAULT_INTERMEDIATE_TASKS, INTERMEDIATE_TASKS, TARGET_EVAL_TASKS,
                                    TARGET_TRAIN_TASKS, local_members)
@@ -82,6 +82,12 @@ class Target(_Model):
                                                      description="XNLI languages to evaluate.")
 
 
+class MlmMixSpec(MlmMix):
+    __doc__ = MlmMix.__doc__
+    languages: list[Literal[XNLI_LANGUAGES]] = Field(list(XNLI_LANGUAGES), min_length=1, max_length=15,
+                                                     description="Languages of the masked-LM corpus.")
+
+
 class Storage(_Model):
     claim_name: str = Field("", max_length=253, description="Existing ReadWriteMany claim for checkpoints; "
                             "empty: the operator creates one.")
@@ -130,6 +136,7 @@ class ExperimentSpec(_Model):
         list(DEFAULT_INTERMEDIATE_TASKS), max_length=16, description="English intermediate tasks (default: the "
         "paper's nine less ccg, which needs CCGbank under dataDir).")
     baseline: bool = Field(True, description="Also run each backbone with no intermediate task.")
+    mlm_mix: MlmMixSpec | None = Field(None, description=MlmMix.__doc__)
     target: Target = Field(default_factory=Target)
     seeds: list[int] = Field([1, 2, 3], min_length=1, max_length=16, description="Seeds; one run per seed.")
     training: Training = Field(default_factory=Training)
@@ -193,6 +200,8 @@ RULES: list[tuple[str, str, str]] = [
          f"{_batch_cel('pretrain')})",
      "spec.training.pretrain.batchSize must be a multiple of microBatchSize x the world size of every backbone "
      "that pretrains (tiny models; an MoE with upcycleSteps, and its dense control)"),
+    ("", "!has(self.mlmMix) || size(self.intermediateTasks) > 0",
+     "spec.mlmMix: the ablation mixes masked-LM into intermediate training; list intermediateTasks or drop mlmMix"),
     ("seeds", "self.all(s, self.exists_one(t, t == s))", "spec.seeds: seeds must be unique"),
     ("intermediateTasks", "self.all(s, self.exists_one(t, t == s))",
      "spec.intermediateTasks: tasks must be unique"),

@@ -1,9 +1,12 @@
 import copy
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from stilts import plan as P
-from stilts.spec import INTERMEDIATE_TASKS, XNLI_LANGUAGES, parse_spec
+from stilts.spec import INTERMEDIATE_TASKS, XNLI_LANGUAGES, SpecError, parse_spec
+
+plan = P.plan
 
 backbone = st.fixed_dictionaries({
     "model": st.sampled_from(["stilts/tiny-xlmr", "stilts/mini-xlmr"]),
@@ -158,3 +161,30 @@ def test_every_planned_job_is_a_valid_trainer_job(raw, tmp_path_factory):
             parent.mkdir(exist_ok=True)
             (parent / "COMPLETE").write_text("{}")
         parse(P.job_json(j, str(root / j.hash), str(parent) if parent else None, experiment="x"))
+
+
+def test_the_mlm_ablation_is_its_own_arm_in_the_plan():
+    from stilts_contract.names import MLM_ARM
+
+    raw = {"dataSource": "synthetic", "intermediateTasks": ["anli", "qqp"], "seeds": [1, 2],
+           "backbones": [{"name": "dense", "model": "stilts/tiny-xlmr", "gpusPerWorker": 0}]}
+    plain = plan(parse_spec(raw))
+    mixed = plan(parse_spec({**raw, "mlmMix": {"weight": 0.25, "languages": ["en", "sw"]}}))
+    runs = lambda jobs: {(j.intermediate_task, j.seed) for j in jobs if j.phase == "evaluate"}  # noqa: E731
+    assert runs(mixed) == runs(plain) | {(t + MLM_ARM, s) for t in ("anli", "qqp") for s in (1, 2)}
+    # The plain runs are the same jobs (same hashes): adding the ablation reruns nothing.
+    assert {j.hash for j in plain} <= {j.hash for j in mixed}
+    ablation = [j for j in mixed if j.phase == "intermediate" and j.intermediate_task.endswith(MLM_ARM)]
+    assert len(ablation) == 4
+    for job in ablation:
+        assert job.body["task"] == job.intermediate_task.removesuffix(MLM_ARM)
+        assert job.body["mlmMix"]["weight"] == 0.25 and job.body["mlmMix"]["languages"] == ["en", "sw"]
+        assert job.body["labels"]["intermediateTask"] == job.intermediate_task
+    assert not any("mlmMix" in j.body for j in mixed if j.phase != "intermediate")
+
+
+def test_the_mlm_ablation_needs_intermediate_tasks():
+    raw = {"dataSource": "synthetic", "intermediateTasks": [], "mlmMix": {},
+           "backbones": [{"name": "dense", "model": "stilts/tiny-xlmr", "gpusPerWorker": 0}]}
+    with pytest.raises(SpecError, match="spec.mlmMix"):
+        parse_spec(raw)

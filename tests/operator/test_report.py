@@ -130,3 +130,22 @@ def test_the_cluster_source_reads_the_operators_results():
     assert len(inputs.runs) == 6 and len(inputs.missing) == 2
     assert r["accuracy"]["dense/qqp"]["de"]["mean"] == pytest.approx(0.615)
     assert "moe-vs-dense/qqp" in r["interaction"]
+
+
+def test_the_mlm_ablation_is_its_own_arm_in_the_report(tmp_path):
+    """<task>-mlm runs get their own rows, a gain over the baseline, an interaction of their own, and the
+    ablation's contrast with plain STILTs on the same task, paired by seed (hand-computed: -1.5 points)."""
+    acc = grid()
+    for seed, noise in ((1, 0.0), (2, 0.01), (3, -0.01)):
+        for backbone, base in (("dense", 0.80), ("moe", 0.81)):
+            plain = acc[(backbone, backbone, "mnli", seed)]
+            acc[(backbone, backbone, "mnli-mlm", seed)] = {lang: v - 0.015 for lang, v in plain.items()}
+    r = report.build(report.from_directory(fake_run(tmp_path, acc)))
+    assert "dense/mnli-mlm" in r["accuracy"] and "dense/mnli-mlm" in r["gain"]
+    assert r["gain"]["dense/mnli-mlm"]["avg"]["mean"] == pytest.approx(0.02 - 0.015)
+    assert r["mlmAblation"]["dense/mnli-mlm"]["avg"]["mean"] == pytest.approx(-0.015)
+    assert r["mlmAblation"]["moe/mnli-mlm"]["en"]["mean"] == pytest.approx(-0.015)
+    assert "moe-vs-dense/mnli-mlm" in r["interaction"]
+    assert "mnli-mlm" in r["targetDataNotes"]  # the plain task's overlap with the target's data carries over
+    text = report.to_text(r)
+    assert "Ablation (Phang et al. 2020)" in text and "dense/mnli-mlm" in text

@@ -146,3 +146,22 @@ def test_a_finished_job_is_not_run_again(tmp_path, pretrained):
     (tmp_path / "e" / "COMPLETE").write_text(json.dumps({"phase": "evaluate"}))
     r = run_trainer(job_body("evaluate", tmp_path / "e", pretrained, task="xnli", languages=["en"]), tmp_path)
     assert r.returncode == 0 and "already complete" in r.stderr
+
+
+def test_the_mlm_ablation_mixes_masked_lm_batches_into_intermediate_training(tmp_path, pretrained):
+    """The paper's ablation: an intermediate job with mlmMix trains its task head and the inherited
+    masked-LM head on batches drawn from both; the output is the task's model, as for plain STILTs."""
+    out = tmp_path / "inter-mlm"
+    job = job_body("intermediate", out, pretrained, task="qqp",
+                   hyperparameters={"maxTrainExamples": 640, "evalEverySteps": 10},
+                   mlmMix={"weight": 0.5, "languages": ["en", "de", "sw"], "examplesPerLanguage": 300})
+    r = run_trainer(job, tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["lossCurve"]) == {"qqp", "mlm"}, metrics["lossCurve"].keys()
+    assert all(0 < v < 20 for v in metrics["lossCurve"]["mlm"])
+    # An epoch is still one pass over the task's 640 examples; the masked-LM batches come on top.
+    assert metrics["steps"] == 40, metrics["steps"]  # 640 / (1 - 0.5) / batch 32
+    heads = json.loads((out / "model" / "heads.json").read_text())
+    assert [h["task"] for h in heads] == ["qqp"]
+    assert not any(k.startswith("lm_head") for k in weights(out / "model"))

@@ -161,7 +161,6 @@ def predict(module: torch.nn.Module, fmt, features: list[dict], batch_size: int,
 
 def train(job: Job, ctx: Context, model: torch.nn.Module, training: sampling.TrainingSet, pad_id: int,
           save_best: Callable[[torch.nn.Module], None], evaluator: Evaluator | None = None,
-          batch_transform: Callable[[dict, torch.Generator], dict] | None = None,
           metrics=None) -> LoopState:
     """Train `model` on `training`; returns the loop's final state. With an evaluator, the best
     model by its score is saved (early stopping); without one (MLM), the last."""
@@ -215,8 +214,8 @@ def train(job: Job, ctx: Context, model: torch.nn.Module, training: sampling.Tra
     while state.step < total and not state.stopped_early:
         task, indices = stream.at(micro, ctx.rank)
         batch = training.collate[task]([training.features[task][i] for i in indices], pad_id)
-        if batch_transform:
-            batch = batch_transform(batch, generator)
+        if task in training.transforms:
+            batch = training.transforms[task](batch, generator)
         if uniform:
             batch = common_shape(batch, pad_id, ctx)
         tokens += int(batch["attention_mask"].sum())

@@ -36,6 +36,7 @@ TINY_CONFIGS = {
                              hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
 }
 TINY_VOCAB = 3000
+MLM = "mlm"  # the training part (and TaskModel task) of masked-LM batches
 HEADS_FILE, HEADS_WEIGHTS = "heads.json", "heads.pt"  # written beside the encoder; later phases drop them
 TINY_MAX_POSITIONS = MAX_SEQ_LENGTH + 2  # XLM-R offsets positions by the padding index + 1
 
@@ -102,9 +103,10 @@ class TaskModel(nn.Module):
     """The encoder with one head per task (one for single-task phases, nine for `multitask`).
     Multiple-choice inputs (examples x choices x tokens) go through the encoder as one row per choice."""
 
-    def __init__(self, encoder: XLMRobertaModel, heads: list[HeadSpec], aux=None):
+    def __init__(self, encoder: XLMRobertaModel, heads: list[HeadSpec], aux=None, lm_head: nn.Module | None = None):
         super().__init__()
         self.encoder = encoder
+        self.lm_head = lm_head  # the masked-LM ablation: batches of task MLM train it beside the heads
         cfg = encoder.config
         self.specs = {h.task: h for h in heads}
         self.heads = nn.ModuleDict({h.task: formats.get(h.format).Head(cfg.hidden_size, len(h.labels),
@@ -116,6 +118,11 @@ class TaskModel(nn.Module):
             if len(self.heads) != 1:
                 raise ValueError(f"a model with heads {list(self.heads)} needs the task of the batch")
             task = next(iter(self.heads))
+        if task == MLM:
+            if self.lm_head is None:
+                raise ValueError("a masked-LM batch needs a model built with its masked-LM head")
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return _add_aux(masked_lm_loss(self.lm_head, hidden, targets["labels"]), self.encoder, self.aux)
         shape = input_ids.shape
         hidden = self.encoder(input_ids=input_ids.view(-1, shape[-1]),
                               attention_mask=attention_mask.view(-1, shape[-1])).last_hidden_state
@@ -140,10 +147,15 @@ class MaskedLM(nn.Module):
         hidden = self.mlm.roberta(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if labels is None:
             return _add_aux({"logits": self.mlm.lm_head(hidden)}, self.mlm, self.aux)
-        chosen = labels != -100
-        logits = self.mlm.lm_head(hidden[chosen])
-        loss = nn.functional.cross_entropy(logits.float(), labels[chosen]) if chosen.any() else hidden.sum() * 0
-        return _add_aux({"loss": loss, "logits": logits}, self.mlm, self.aux)
+        return _add_aux(masked_lm_loss(self.mlm.lm_head, hidden, labels), self.mlm, self.aux)
+
+
+def masked_lm_loss(lm_head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor) -> dict:
+    """The vocabulary projection on the masked positions only."""
+    chosen = labels != -100
+    logits = lm_head(hidden[chosen])
+    loss = nn.functional.cross_entropy(logits.float(), labels[chosen]) if chosen.any() else hidden.sum() * 0
+    return {"loss": loss, "logits": logits}
 
 
 def freeze_bottom(encoder: XLMRobertaModel, layers: int) -> None:

@@ -73,19 +73,30 @@ def prefetch(job: Job, ctx: engine.Context) -> dict:
     return {"fetched": fetched}
 
 
-def _corpus(job: Job) -> list[str]:
+def _corpus(job: Job, languages=synthetic.XNLI_LANGUAGES, per_language: int = 0,
+            source: tuple[str, str, str] = HUB_CORPUS) -> list[str]:
+    """Multilingual masked-LM text: `per_language` lines of each language (0: the phase's
+    maxTrainExamples, or 10,000)."""
     if job.data_source == "synthetic":
-        return synthetic.mlm_corpus(0, SYNTHETIC_CORPUS_PER_LANGUAGE)
+        return synthetic.mlm_corpus(0, per_language or SYNTHETIC_CORPUS_PER_LANGUAGE, languages)
     import datasets
 
-    per_language = job.hyperparameters.max_train_examples or 10000
+    per_language = per_language or job.hyperparameters.max_train_examples or 10000
     lines = []
-    dataset, config, text_field = HUB_CORPUS
-    for lang in synthetic.XNLI_LANGUAGES:
+    dataset, config, text_field = source
+    for lang in languages:
         stream = datasets.load_dataset(data.hub_dataset_path(dataset, job.mirror), config.format(lang=lang),
                                        split="train", streaming=True, cache_dir=job.cache_dir or None)
         lines.extend(row[text_field] for row, _ in zip(stream, range(per_language)))
     return lines
+
+
+def masked_lm_part(corpus: list[str], tokenizer, max_seq_length: int, probability: float) -> tuple[list, dict]:
+    """A corpus as a training part: packed token sequences, their collate and their masking."""
+    lines = tokenizer(corpus, truncation=True, max_length=max_seq_length)["input_ids"]
+    items = [{"input_ids": ids} for ids in data.pack(lines, max_seq_length)]
+    return items, {"collate": data.collate_tokens,
+                   "transform": lambda b, g: data.mask_tokens(b, tokenizer, probability, g)}
 
 
 def pretrain(job: Job, ctx: engine.Context) -> dict:
@@ -108,15 +119,13 @@ def pretrain(job: Job, ctx: engine.Context) -> dict:
         torch.manual_seed(job.seed)
         mlm = model.tiny_mlm(job.backbone.model, tokenizer)
     hp = job.hyperparameters
-    lines = tokenizer(corpus, truncation=True, max_length=hp.max_seq_length)["input_ids"]
-    items = [{"input_ids": ids} for ids in data.pack(lines, hp.max_seq_length)]
+    items, part = masked_lm_part(corpus, tokenizer, hp.max_seq_length, hp.mlm_probability)
     module = model.MaskedLM(mlm, model.aux_loss(job.backbone))
     metrics = _metrics(job, ctx)
-    state = engine.train(
-        job, ctx, module, TrainingSet({"mlm": items}, {"mlm": data.collate_tokens}), tokenizer.pad_token_id,
-        save_best=lambda m: _save(m, tokenizer, out / "model", job, ctx),
-        batch_transform=lambda b, g: data.mask_tokens(b, tokenizer, job.hyperparameters.mlm_probability, g),
-        metrics=metrics)
+    training = TrainingSet({model.MLM: items}, {model.MLM: part["collate"]},
+                           transforms={model.MLM: part["transform"]})
+    state = engine.train(job, ctx, module, training, tokenizer.pad_token_id,
+                         save_best=lambda m: _save(m, tokenizer, out / "model", job, ctx), metrics=metrics)
     result = {"steps": state.step}
     if job.data_source == "synthetic":  # the offline world has a dictionary to check alignment against
         scores = diagnostics.word_alignment(model.encoder_of(module).roberta, tokenizer, synthetic.XNLI_LANGUAGES,
@@ -193,19 +202,33 @@ def finetune(job: Job, ctx: engine.Context) -> dict:
     members = {name: task_data(name, job, tokenizer) for name in (task.members or (task.name,))}
     torch.manual_seed(job.seed)
     heads = [model.HeadSpec(name, td.task.format, td.labels) for name, td in members.items()]
-    encoder = model.build_encoder(source, job.backbone, ctx.world)
+    mix = job.mlm_mix
+    lm_head = None
+    if mix:  # the encoder keeps its masked-LM head (tied to its embeddings) for the mixed-in batches
+        mlm = model.build_mlm(source, job.backbone, ctx.world)
+        encoder, lm_head = mlm.roberta, mlm.lm_head
+    else:
+        encoder = model.build_encoder(source, job.backbone, ctx.world)
     model.freeze_bottom(encoder, hp.frozen_layers)
-    module = model.TaskModel(encoder, heads,
-                             model.aux_loss(job.backbone))
+    module = model.TaskModel(encoder, heads, model.aux_loss(job.backbone), lm_head=lm_head)
     weights = None
     if task.members:
         weights = sampling.mix_weights({n: td.train_examples for n, td in members.items()}, hp.multitask_temperature,
                                        hp.multitask_cap)
-        if ctx.is_main:
-            log.info("multitask sampling: %s", {n: round(w, 4) for n, w in weights.items()})
     training = TrainingSet({n: td.train for n, td in members.items()},
                            {n: td.format.collate for n, td in members.items()}, weights,
                            hp.multitask_cap if task.members else 0)
+    if mix:
+        corpus = _corpus(job, mix.languages, mix.examples_per_language,
+                         (mix.corpus, mix.corpus_config, mix.text_field))
+        items, part = masked_lm_part(corpus, tokenizer, hp.max_seq_length, mix.mlm_probability)
+        own = training.weights or {name: 1.0 for name in members}
+        training = TrainingSet({**training.features, model.MLM: items},
+                               {**training.collate, model.MLM: part["collate"]},
+                               {**{n: w * (1 - mix.weight) for n, w in own.items()}, model.MLM: mix.weight},
+                               training.cap, transforms={model.MLM: part["transform"]}, mixed_in=(model.MLM,))
+    if training.weights and ctx.is_main:
+        log.info("sampling: %s", {n: round(w, 4) for n, w in training.weights.items()})
 
     def main_score(m, full: bool) -> tuple[float, dict]:
         scores = {n: score(m, td, full, job, ctx, pad_id) for n, td in members.items()}

@@ -34,6 +34,11 @@ class TrainingSet:
     collate: dict[str, Callable[[list[dict], int], dict]]
     weights: dict[str, float] | None = None  # a mix; None: one task
     cap: int = 0
+    # Per-part batch transforms (masked-LM: masking, drawn from the loop's seeded generator).
+    transforms: dict[str, Callable[[dict, "torch.Generator"], dict]] = field(default_factory=dict)
+    # Parts mixed in on top of the others (the masked-LM ablation): an epoch is still one pass over the
+    # other parts' examples, so it holds more micro-batches in all.
+    mixed_in: tuple[str, ...] = ()
     tasks: list[str] = field(init=False)
 
     def __post_init__(self):
@@ -43,8 +48,12 @@ class TrainingSet:
 
     @property
     def epoch_size(self) -> int:
-        """Examples in one epoch: a mix counts each task up to its cap."""
-        return sum(min(len(f), self.cap) if self.cap else len(f) for f in self.features.values())
+        """Examples in one epoch: a mix counts each task up to its cap; parts mixed in on top add their
+        share of micro-batches."""
+        own = sum(min(len(f), self.cap) if self.cap else len(f) for name, f in self.features.items()
+                  if name not in self.mixed_in)
+        on_top = sum(self.weights[name] for name in self.mixed_in) if self.mixed_in else 0.0
+        return round(own / (1 - on_top))
 
 
 class Stream:
