@@ -59,6 +59,13 @@ def world_sizes(jobs: list[Job], nproc: int | None) -> dict[str, int]:
     return sizes
 
 
+def local_cache_dir() -> str:
+    """Hugging Face's own datasets cache, where the trainer also keeps encoded training sets (feature_cache.py):
+    shared by every local run, each entry named by a fingerprint of what made it."""
+    return os.environ.get("HF_DATASETS_CACHE") or os.path.join(
+        os.environ.get("HF_HOME") or os.path.expanduser("~/.cache/huggingface"), "datasets")
+
+
 class ForkedTrainer:
     """A one-process trainer forked from a server that has imported torch, DeepSpeed and the trainer
     once, so a job starts in a fraction of a second instead of several (process start and imports were
@@ -171,7 +178,7 @@ class LocalExecutor:
         out.mkdir(parents=True, exist_ok=True)
         parent_dir = str(self.directories[job.parent]) if job.parent else None
         body = job_json(job, str(out), parent_dir, experiment=self.experiment.name,
-                        checkpoint_every_steps=self.checkpoint_every_steps)
+                        checkpoint_every_steps=self.checkpoint_every_steps, cache_dir=local_cache_dir())
         (out / "job.json").write_text(json.dumps(body, indent=2))
         nproc = self.sizes[job.hash]
         cmd = [*self.trainer, "--job", str(out / "job.json")]

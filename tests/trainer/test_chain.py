@@ -165,3 +165,21 @@ def test_the_mlm_ablation_mixes_masked_lm_batches_into_intermediate_training(tmp
     heads = json.loads((out / "model" / "heads.json").read_text())
     assert [h["task"] for h in heads] == ["qqp"]
     assert not any(k.startswith("lm_head") for k in weights(out / "model"))
+
+
+def test_a_job_on_cached_features_trains_exactly_as_one_that_encodes_its_own(tmp_path, pretrained):
+    """Two processes: rank 0 encodes and writes the training set, both ranks map it; a second job maps the
+    entry without encoding; both train exactly as a job with the cache off."""
+    hp = {"maxTrainExamples": 1600, "maxSteps": 20, "evalEverySteps": 10, "evalExamples": 100}
+    cache = tmp_path / "cache"
+    curves = []
+    for name, env in (("off", {"STILTS_FEATURE_CACHE": "off"}), ("cold", {}), ("warm", {})):
+        out = tmp_path / name
+        r = run_trainer(job_body("target", out, pretrained, task="mnli", hyperparameters=hp, cacheDir=str(cache)),
+                        tmp_path, nproc=2, name=f"{name}.json", env=env)
+        assert r.returncode == 0, r.stderr[-3000:]
+        metrics = json.loads((out / "metrics.json").read_text())
+        curves.append((metrics["lossCurve"], metrics["history"], metrics["devScore"]))
+        entries = list((cache / "stilts-features").glob("*/meta.json")) if (cache / "stilts-features").exists() else []
+        assert len(entries) == (0 if name == "off" else 1), name
+    assert curves[0] == curves[1] == curves[2]

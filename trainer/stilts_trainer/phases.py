@@ -9,6 +9,7 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import torch.distributed as dist
 from stilts_contract import summary as summaries
 from stilts_contract.names import COMPLETE, TINY_MODELS
 
-from . import backbones, data, diagnostics, engine, formats, model, sampling, synthetic, tasks
+from . import backbones, data, diagnostics, engine, feature_cache, formats, model, sampling, synthetic, tasks
 from .formats import tagging
 from .sampling import TrainingSet
 from .checkpoint import is_complete, mark_complete, write_json_atomic, write_termination_message
@@ -142,7 +143,7 @@ class TaskData:
     task: tasks.Task
     labels: tuple[str, ...]
     train_examples: int          # what sampling weighs (a long SQuAD context makes several features)
-    train: list[dict]
+    train: Sequence[dict]       # in memory, or mapped from the feature cache
     dev_examples: list[dict]
     dev: list[dict]
     subset_examples: list[dict]
@@ -153,7 +154,9 @@ class TaskData:
         return formats.get(self.task.format)
 
 
-def task_data(name: str, job: Job, tokenizer) -> TaskData:
+def task_data(name: str, job: Job, tokenizer, ctx: engine.Context | None = None) -> TaskData:
+    """A task's data for one phase. The training set is encoded once per experiment and mapped from the
+    shared cache (feature_cache.py) when the job has a cacheDir; dev sets are small and stay in memory."""
     task, hp = tasks.get(name), job.hyperparameters
 
     def load(split: str, limit: int = 0) -> list[dict]:
@@ -163,14 +166,28 @@ def task_data(name: str, job: Job, tokenizer) -> TaskData:
     # SQuAD keeps its own length (jiant's XTREME setting: 384), whatever the phase's maxSeqLength.
     length = hp.span_max_seq_length if task.format == "span" else hp.max_seq_length
 
-    def encode(examples: list[dict]) -> list[dict]:
+    def encode(examples: list[dict], labels: tuple[str, ...]) -> list[dict]:
         return data.encode(task, examples, tokenizer, length, labels, hp)
 
-    train = load("train", hp.max_train_examples)
-    labels = tagging.tag_set(train) if task.format == tagging.NAME else task.labels
+    def build_train() -> tuple[list[dict], dict]:
+        examples = load("train", hp.max_train_examples)
+        labels = tagging.tag_set(examples) if task.format == tagging.NAME else task.labels
+        return encode(examples, labels), {"examples": len(examples), "labels": list(labels)}
+
+    synthetic_data = job.data_source == "synthetic"
+    key = {"task": name, "format": task.format, "labels": list(task.labels), "dataSource": job.data_source,
+           "seed": job.seed if synthetic_data else None,
+           "world": job.synthetic_world if synthetic_data else None,
+           "source": "" if synthetic_data else (job.data_dir if task.local else
+                                               [repr(s) for s in task.hub.get("train", ())]),
+           "mirror": job.mirror, "limit": hp.max_train_examples, "length": length, "docStride": hp.doc_stride,
+           "tokenizer": feature_cache.tokenizer_fingerprint(tokenizer)}
+    train, meta = feature_cache.load_or_build(job.cache_dir, key, build_train, ctx is None or ctx.is_main,
+                                              dist.barrier if ctx is not None else (lambda: None))
+    labels = tuple(meta["labels"])
     dev = load("dev")
     subset = selection_subset(name, dev, hp.eval_examples)
-    return TaskData(task, labels, len(train), encode(train), dev, encode(dev), subset, encode(subset))
+    return TaskData(task, labels, meta["examples"], train, dev, encode(dev, labels), subset, encode(subset, labels))
 
 
 def selection_subset(task: str, dev: list[dict], size: int) -> list[dict]:
@@ -199,7 +216,12 @@ def finetune(job: Job, ctx: engine.Context) -> dict:
     source = model_source(job)
     tokenizer = model.load_tokenizer(source)
     pad_id = tokenizer.pad_token_id
-    members = {name: task_data(name, job, tokenizer) for name in (task.members or (task.name,))}
+    started = time.perf_counter()
+    members = {name: task_data(name, job, tokenizer, ctx) for name in (task.members or (task.name,))}
+    data_seconds = round(time.perf_counter() - started, 2)
+    if ctx.is_main:
+        log.info("training data ready in %.1f s (%s)", data_seconds,
+                 ", ".join(f"{n}: {len(td.train)} features" for n, td in members.items()))
     torch.manual_seed(job.seed)
     heads = [model.HeadSpec(name, td.task.format, td.labels) for name, td in members.items()]
     mix = job.mlm_mix
@@ -251,7 +273,7 @@ def finetune(job: Job, ctx: engine.Context) -> dict:
     return {"steps": state.step, "bestStep": state.best_step, "stoppedEarly": state.stopped_early,
             "devScore": round(dev_score, 4),
             "dev": {n: {k: round(v, 4) for k, v in d.items()} for n, d in dev.items()},
-            "history": state.history, "lossCurve": state.loss_curve}
+            "history": state.history, "lossCurve": state.loss_curve, "dataSeconds": data_seconds}
 
 
 def evaluate(job: Job, ctx: engine.Context) -> dict:
@@ -320,7 +342,7 @@ def run(job: Job) -> dict:
     result = PHASES[job.phase](job, ctx)
     summary = {"phase": job.phase, "task": job.task, "backbone": job.backbone.name, "seed": job.seed,
                "jobHash": job.job_hash, "worldSize": ctx.world, "seconds": round(time.time() - started, 1),
-               **{k: v for k, v in result.items() if k not in ("history", "lossCurve", "alignmentByLanguage")}}
+               **{k: v for k, v in result.items() if k not in ("history", "lossCurve", "alignmentByLanguage", "dataSeconds")}}
     dist.barrier()
     if ctx.is_main:
         write_json_atomic(out / "metrics.json", result)
