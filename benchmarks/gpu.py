@@ -243,14 +243,13 @@ def attribute_section(args) -> dict:
     labels = tasks.get("mnli").labels
     clf = models.TaskModel(models.build_encoder(args.checkpoint, job.backbone, 1),
                            [models.HeadSpec("mnli", "classification", labels)])
-    config = engine.deepspeed_config(job, data.schedule(10**4, micro, micro, 1), 20, ctx.device)
+    config = engine.deepspeed_config(job, data.schedule(10**4, micro, micro, 1), 20, ctx.device, 1, int(zero[-1]))
     groups = engine.parameter_groups(clf, job.hyperparameters.weight_decay)
-    optimizer = None
-    if optimizer_kind == "fused-adamw":
-        config.pop("optimizer")
-        config["zero_allow_untested_optimizer"] = True
-        optimizer = torch.optim.AdamW(groups, lr=1e-5, fused=ctx.device.type == "cuda")
-    eng, *_ = deepspeed.initialize(model=clf, model_parameters=groups, optimizer=optimizer, config=config)
+    if optimizer_kind == "fused-adamw":  # the trainer's own
+        optimizer = engine.optimizer(groups, job.hyperparameters)
+    else:  # torch's multi-tensor AdamW, what DeepSpeed's config-built `torch_adam` gives
+        optimizer = torch.optim.AdamW(groups, lr=1e-5, foreach=True)
+    eng, *_ = deepspeed.initialize(model=clf, optimizer=optimizer, config=config)
     rng = random.Random(0)
     vocab = clf.encoder.config.vocab_size
     batch = formats.get("classification").collate(
@@ -400,7 +399,11 @@ def main() -> None:
         import logging
 
         logging.basicConfig(level=logging.WARNING)
-        print("RESULT " + json.dumps(SECTIONS[args.section](args)), flush=True)
+        result = SECTIONS[args.section](args)
+        # The host side of the same run: the basis of the trainer pods' memory request (manifests.py).
+        status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+        result["host_peak_gib"] = round(int(status["VmHWM"].split()[0]) / 2**20, 2)
+        print("RESULT " + json.dumps(result), flush=True)
         return
     with tempfile.TemporaryDirectory() as tmp:
         args.tmp, args.checkpoint = tmp, os.path.join(tmp, "xlmr-large-random")

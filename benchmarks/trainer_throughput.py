@@ -1,7 +1,8 @@
 """Trainer throughput against a plain Hugging Face `Trainer` loop, and evaluation with length-sorted
 dynamic padding against fixed-length padding. Same tiny model and synthetic data, one process,
 ratios measured within one run (the machine is shared and noisy: each side runs alternately, best
-of `--repeats`).
+of `--repeats`). Training throughput is steady state for both: from the start of step `--warmup` + 1
+to the end of training (setup, DeepSpeed's or the Trainer's, and the first steps are left out).
 
     .venv/bin/python benchmarks/trainer_throughput.py [--steps 60] [--repeats 3]
 """
@@ -36,25 +37,32 @@ def classifier(tokenizer) -> model.TaskModel:
                            [model.HeadSpec("mnli", "classification", tasks.get("mnli").labels)])
 
 
-def ours(tokenizer, items, steps: int, batch: int, out: Path) -> float:
+def ours(tokenizer, items, steps: int, batch: int, out: Path, warmup: int) -> float:
     job = parse({"phase": "pretrain", "backbone": {"name": "b", "model": "stilts/tiny-xlmr"}, "output": str(out),
                  "hyperparameters": {"learningRate": 1e-4, "batchSize": batch, "microBatchSize": batch,
                                      "maxSteps": steps, "evalEverySteps": 10**6}, "checkpointEverySteps": 10**6,
-                 "deepspeed": {"zeroStage": 0}})
+                 "deepspeed": {"zeroStage": 2}})  # the default; one process runs without ZeRO
     ctx = engine.init_distributed()
+    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     clf = classifier(tokenizer)
     used = items[: steps * batch]
-    tokens = sum(len(i["input_ids"]) for i in used)
-    start = time.perf_counter()
-    engine.train(job, ctx, clf, TrainingSet({"mnli": used}, {"mnli": formats.get("classification").collate}),
+    collate, calls, timed = formats.get("classification").collate, [], []
+
+    def timed_collate(features, pad_id):  # called once per step, as the step begins
+        calls.append(time.perf_counter())
+        if len(calls) > warmup:
+            timed.append(sum(len(f["input_ids"]) for f in features))
+        return collate(features, pad_id)
+
+    engine.train(job, ctx, clf, TrainingSet({"mnli": used}, {"mnli": timed_collate}),
                  tokenizer.pad_token_id, save_best=lambda m: None, evaluator=lambda m: 0.0)
-    return tokens / (time.perf_counter() - start)
+    return sum(timed) / (time.perf_counter() - calls[warmup])
 
 
-def hf_trainer(tokenizer, examples, steps: int, batch: int, max_len: int, out: Path) -> float:
+def hf_trainer(tokenizer, examples, steps: int, batch: int, max_len: int, out: Path, warmup: int) -> float:
     from datasets import Dataset
-    from transformers import (DataCollatorWithPadding, Trainer, TrainingArguments,
+    from transformers import (DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments,
                               XLMRobertaForSequenceClassification)
 
     torch.manual_seed(0)
@@ -64,15 +72,21 @@ def hf_trainer(tokenizer, examples, steps: int, batch: int, max_len: int, out: P
     ds = Dataset.from_list(examples[: steps * batch]).map(
         lambda b: tokenizer(b["text_a"], b["text_b"], truncation=True, max_length=max_len), batched=True,
         remove_columns=["text_a", "text_b"])
-    tokens = sum(len(x) for x in ds["input_ids"])
+    padding, calls, timed = DataCollatorWithPadding(tokenizer), [], []
+
+    def timed_collate(features):  # called once per step, as the step begins (no workers, no prefetch)
+        calls.append(time.perf_counter())
+        if len(calls) > warmup:
+            timed.append(sum(len(f["input_ids"]) for f in features))
+        return padding(features)
+
     args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=batch, max_steps=steps,
                              learning_rate=1e-4, warmup_steps=max(1, steps // 10), max_grad_norm=1.0, report_to=[],
                              save_strategy="no", logging_strategy="no", use_cpu=not torch.cuda.is_available(),
                              dataloader_num_workers=0, disable_tqdm=True)
-    trainer = Trainer(model=clf, args=args, train_dataset=ds, data_collator=DataCollatorWithPadding(tokenizer))
-    start = time.perf_counter()
+    trainer = Trainer(model=clf, args=args, train_dataset=ds, data_collator=timed_collate)
     trainer.train()
-    return tokens / (time.perf_counter() - start)
+    return sum(timed) / (time.perf_counter() - calls[warmup])
 
 
 def evaluation(tokenizer, max_len: int, dynamic: bool, batch: int) -> float:
@@ -103,6 +117,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--max-len", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=10, help="steps left out of the timing")
     args = parser.parse_args()
     import transformers
     transformers.utils.logging.set_verbosity_error()
@@ -110,13 +125,14 @@ def main() -> None:
     best = {"ours": 0.0, "hf": 0.0, "dynamic": 0.0, "fixed": 0.0}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
-            best["ours"] = max(best["ours"], ours(tokenizer, items, args.steps, args.batch, Path(tmp) / f"o{r}"))
+            best["ours"] = max(best["ours"], ours(tokenizer, items, args.steps, args.batch, Path(tmp) / f"o{r}",
+                                                  args.warmup))
             best["hf"] = max(best["hf"], hf_trainer(tokenizer, examples, args.steps, args.batch, args.max_len,
-                                                    Path(tmp) / f"h{r}"))
+                                                    Path(tmp) / f"h{r}", args.warmup))
             best["dynamic"] = max(best["dynamic"], evaluation(tokenizer, args.max_len, True, args.batch * 4))
             best["fixed"] = max(best["fixed"], evaluation(tokenizer, args.max_len, False, args.batch * 4))
-    print(f"threads={torch.get_num_threads()} steps={args.steps} batch={args.batch} max_len={args.max_len} "
-          f"repeats={args.repeats} (best of)")
+    print(f"threads={torch.get_num_threads()} steps={args.steps} (timed after {args.warmup}) batch={args.batch} "
+          f"max_len={args.max_len} repeats={args.repeats} (best of)")
     print(f"training tokens/s   stilts (DeepSpeed) {best['ours']:10.0f}   HF Trainer {best['hf']:10.0f}   "
           f"ratio {best['ours'] / best['hf']:.2f}")
     print(f"evaluation ex/s     sorted+dynamic    {best['dynamic']:10.0f}   fixed-length {best['fixed']:8.0f}   "

@@ -33,8 +33,14 @@ RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"dro
 RESTRICTED_POD = {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
                   "seccompProfile": {"type": "RuntimeDefault"}}
 # Requests when the spec gives none, per trainer process (one per GPU; one per pod without GPUs).
-# Memory: 4 data-loading ranks of XLM-R large peaked near 12 GiB each (benchmarks/, README).
-DEFAULT_CPU_PER_PROCESS, DEFAULT_MEMORY_GI_PER_PROCESS, SHM_GI_PER_PROCESS = 4, 16, 1
+# Memory, from benchmarks/host_memory.py and data_cache.py: one process holding XLM-R large peaks at
+# 2.9 GiB on the host (2.1 of it the mapped checkpoint); training data mapped from the feature cache
+# adds < 0.1 GiB at 400k pairs (encoding in the process added 1.6 GiB). With the CUDA runtime's host
+# memory (not measured here; a few GiB) and the /dev/shm share, 8 GiB per process. An upcycled MoE
+# holds experts/expertParallelSize expert copies per MoE layer (all 8 with ep=1: +3.2 GiB for XLM-R
+# large), so it gets twice that.
+DEFAULT_CPU_PER_PROCESS, SHM_GI_PER_PROCESS = 4, 1
+DEFAULT_MEMORY_GI_PER_PROCESS = {"dense": 8, "moe": 16}
 
 
 def prefix(experiment: dict, max_name: int) -> str:
@@ -117,7 +123,8 @@ def resources(experiment: dict, job: Job) -> dict:
     given = _backbone(experiment, job).get("resources") or {}
     procs = 1 if job.phase == "prefetch" else job.processes_per_worker
     cpu = given.get("cpu") or str(DEFAULT_CPU_PER_PROCESS * procs)
-    memory = given.get("memory") or f"{DEFAULT_MEMORY_GI_PER_PROCESS * procs}Gi"
+    per_process = DEFAULT_MEMORY_GI_PER_PROCESS[_backbone(experiment, job).get("architecture", "dense")]
+    memory = given.get("memory") or f"{per_process * procs}Gi"
     out = {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory}}
     n = gpus(experiment, job)
     if n:

@@ -37,7 +37,7 @@ class Resources(_Model):
     cpu: str = Field("", max_length=20, pattern=QUANTITY, description="CPU request per pod (default: 4 per "
                      "process).")
     memory: str = Field("", max_length=20, pattern=QUANTITY, description="Memory request and limit per pod "
-                        "(default: 16Gi per process).")
+                        "(default per process: 8Gi dense, 16Gi moe).")
 
 
 class Backbone(BackboneRef):
