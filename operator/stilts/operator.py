@@ -133,9 +133,10 @@ class Controller:
         self.queue = WorkQueue(self.reconcile, workers)
         self.cache = Cache()
         self.experiments: dict[tuple[str, str], dict] = {}  # as the watch last showed them
-        # Children are created in parallel, as the Job controller creates pods: one experiment's wave
-        # of ready jobs is two API calls each, and one after the other they made a reconcile slow.
-        self.creators = ThreadPoolExecutor(CREATE_PARALLELISM, thread_name_prefix="create")
+        # A reconcile's writes after its records go in parallel (children as the Job controller creates
+        # pods): one experiment's wave of ready jobs is two API calls each, and one after the other
+        # they made a reconcile slow.
+        self.creators = ThreadPoolExecutor(CREATE_PARALLELISM, thread_name_prefix="act")
         self.known: dict[tuple[str, str], Known] = {}
         self.metrics = metrics.Metrics()
         self.resync_seconds = resync_seconds
@@ -348,13 +349,15 @@ class Controller:
             known.records = None  # whatever happens to the write, read them again next time
             version = self._write_records(experiment, jobs_store, d.records, retry, version)
             known.records = (d.records, retry, version)
+        # With the intent written, the rest is independent: results, deletions and creations go at once.
+        actions = [self.creators.submit(self._delete_child, namespace, uid, child) for child in d.delete]
+        actions += [self.creators.submit(self._create_child, experiment, stem, *create) for create in d.create]
         if d.results:
             known.results.update(d.results)
-            self._merge_store(experiment, results_store, {h: json.dumps(r, separators=(",", ":"), sort_keys=True)
-                                                          for h, r in d.results.items()})
-        for child in d.delete:
-            self._delete_child(namespace, uid, child)
-        list(self.creators.map(lambda create: self._create_child(experiment, stem, *create), d.create))
+            actions.append(self.creators.submit(self._merge_store, experiment, results_store, {
+                h: json.dumps(r, separators=(",", ":"), sort_keys=True) for h, r in d.results.items()}))
+        for action in actions:
+            action.result()  # the first failure raises: the reconcile is retried
 
         status = summarize(jobs, d.records, previous, generation, now)
         status.update(jobsConfigMap=jobs_store, resultsConfigMap=results_store)
