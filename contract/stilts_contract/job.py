@@ -108,6 +108,11 @@ class PhaseTraining(Model):
     frozen_layers: int = Field(0, ge=0, le=100, description="Fine-tuning only: keep the embeddings and this many "
                                "bottom encoder layers fixed (0: fine-tune everything, as the paper does). Freezing "
                                "lower layers preserves cross-lingual alignment (Wu & Dredze 2019).")
+    group_by_length: bool = Field(False, description="Batch training examples of similar length together (sorted "
+                                  "within random groups of 50 micro-batches; batch order stays random), so batches "
+                                  "carry little padding; every epoch holds the same examples. Off by default: where "
+                                  "length goes with the label (NLI's neutral hypotheses run longer), batches skew "
+                                  "toward one label, and the demo lost accuracy with it on.")
 
 
 class TaskSettings(Model):
@@ -243,8 +248,9 @@ def _paths(model: type[BaseModel], prefix: str = "") -> set[str]:
     return out
 
 
-PHASE_ONLY = {"hyperparameters.mlmProbability": ("pretrain",), "prefetch.models": ("prefetch",),
-              "prefetch.tasks": ("prefetch",), "languages": ("evaluate",)}
+PHASE_ONLY = {"hyperparameters.mlmProbability": ("pretrain",),
+              "hyperparameters.groupByLength": ("pretrain", "intermediate", "target"),
+              "prefetch.models": ("prefetch",), "prefetch.tasks": ("prefetch",), "languages": ("evaluate",)}
 # Downloading trains nothing: prefetch reads no training settings (nor a seed: hub data has none).
 TRAINING_ONLY = ("hyperparameters.", "deepspeed.", "checkpointEverySteps", "backbone.moe", "seed")
 WRITTEN_BY_THE_TRAINER_ITSELF = {"apiVersion", "kind"}  # constants of the format

@@ -45,6 +45,19 @@ class Job:
         return ((self.parent,) if self.parent else ()) + self.after
 
 
+# Settings that came after grids had run, at the value that means "as before": left out of a job's
+# hash, so upgrading stilts reruns nothing; any other value reruns the jobs that read the setting.
+AS_BEFORE = {"hyperparameters": {"groupByLength": False}}
+
+
+def _hashed(body: dict) -> dict:
+    out = dict(body)
+    for section, settings in AS_BEFORE.items():
+        if isinstance(out.get(section), dict):
+            out[section] = {k: v for k, v in out[section].items() if k not in settings or settings[k] != v}
+    return out
+
+
 def content_hash(inputs: dict) -> str:
     canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
@@ -80,7 +93,7 @@ class Planner:
 
     def add(self, phase: str, backbone: Backbone, body: dict, parent: str | None, *, run_task: str = "",
             seed: int | None = None, world: tuple[int, int] | None = None, pretraining: str = "") -> str:
-        hashed = {k: v for k, v in body.items() if k != "backbone"}
+        hashed = {k: v for k, v in _hashed(body).items() if k != "backbone"}
         hashed["backbone"] = _identity(body["backbone"])
         hashed["parent"] = parent
         h = content_hash(hashed)

@@ -163,6 +163,26 @@ def test_every_planned_job_is_a_valid_trainer_job(raw, tmp_path_factory):
         parse(P.job_json(j, str(root / j.hash), str(parent) if parent else None, experiment="x"))
 
 
+def test_an_upgrade_reruns_nothing_and_group_by_length_reruns_only_what_trains_with_it():
+    """The hashes below are what the release before `groupByLength` planned for this spec. Off, its
+    default, trains as that release did, so it stays out of the hash; on, it reruns the jobs it changes."""
+    raw = {"dataSource": "synthetic", "intermediateTasks": ["qqp"], "seeds": [1],
+           "backbones": [{"name": "dense", "model": "stilts/tiny-xlmr", "gpusPerWorker": 0}]}
+    before = {"dense-pretrain": "47b2157bd04af0ee", "dense-qqp-s1-intermediate": "b014f4953d65f16b",
+              "dense-qqp-s1-target": "2d44bfdd4edc99a9", "dense-qqp-s1-evaluate": "25ba0a562f9f8c5f",
+              "dense-none-s1-target": "37341fb9b71b7ac6", "dense-none-s1-evaluate": "85bfc04ee2896b7d"}
+    jobs = P.plan(parse_spec(raw))
+    assert {j.name: j.hash for j in jobs} == before
+    # Still written into every training job: no job runs on a default the control plane never chose.
+    assert {j.phase for j in jobs if j.body["hyperparameters"].get("groupByLength") is False} == {
+        "pretrain", "intermediate", "target"}
+    grouped = copy.deepcopy(raw)
+    grouped["training"] = {"target": {"groupByLength": True}}
+    changed = {j.name for j in P.plan(parse_spec(grouped)) if before[j.name] != j.hash}
+    assert changed == {"dense-qqp-s1-target", "dense-qqp-s1-evaluate", "dense-none-s1-target",
+                       "dense-none-s1-evaluate"}
+
+
 def test_the_mlm_ablation_is_its_own_arm_in_the_plan():
     from stilts_contract.names import MLM_ARM
 

@@ -183,3 +183,20 @@ def test_a_job_on_cached_features_trains_exactly_as_one_that_encodes_its_own(tmp
         entries = list((cache / "stilts-features").glob("*/meta.json")) if (cache / "stilts-features").exists() else []
         assert len(entries) == (0 if name == "off" else 1), name
     assert curves[0] == curves[1] == curves[2]
+
+
+def test_length_grouping_cuts_the_padding_a_job_trains_on(tmp_path, pretrained):
+    """groupByLength (the default) against uniformly random batches: the same steps over the same
+    examples, far fewer padded positions."""
+    share = {}
+    for grouped in (True, False):
+        out = tmp_path / f"grouped-{grouped}"
+        hp = {"maxTrainExamples": 1600, "epochs": 1, "evalEverySteps": 1000, "evalExamples": 100,
+              "groupByLength": grouped}
+        r = run_trainer(job_body("target", out, pretrained, task="mnli", hyperparameters=hp), tmp_path,
+                        name=f"{grouped}.json")
+        assert r.returncode == 0, r.stderr[-3000:]
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["steps"] == 1600 // 32
+        share[grouped] = metrics["paddingShare"]
+    assert 0 <= share[True] < share[False] / 2, share

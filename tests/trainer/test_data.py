@@ -1,4 +1,5 @@
 import contextlib
+import random
 
 import pytest
 import torch
@@ -22,6 +23,29 @@ def test_epoch_batches_partition_the_data_across_ranks_and_repeat_on_restart():
     assert len(seen) == len(set(seen)) == s.micro_batches_per_epoch * 4
     assert ranks[0] == data.epoch_batches(100, s, seed=1, epoch=0, rank=0)
     assert ranks[0] != data.epoch_batches(100, s, seed=1, epoch=1, rank=0)
+
+
+def test_length_grouped_epochs_hold_the_same_examples_with_little_padding_in_random_order():
+    rng = random.Random(0)
+    lengths = [rng.randint(8, 200) for _ in range(20_000)]
+    s = data.schedule(len(lengths), 32, 8, 2)
+
+    def epoch(grouped: bool, epoch: int = 0) -> list[list[list[int]]]:
+        return [data.epoch_batches(len(lengths), s, 1, epoch, r, lengths if grouped else None) for r in range(2)]
+
+    def padding(ranks) -> float:  # share of padded positions, each rank padding its own micro-batch
+        cells = [(max(lengths[i] for i in b) * len(b), sum(lengths[i] for i in b)) for r in ranks for b in r]
+        return 1 - sum(real for _, real in cells) / sum(padded for padded, _ in cells)
+
+    plain, grouped = epoch(False), epoch(True)
+    assert sorted(i for r in grouped for b in r for i in b) == sorted(i for r in plain for b in r for i in b)
+    assert all(len(b) == 8 for r in grouped for b in r) and len(grouped[0]) == len(plain[0])
+    assert padding(plain) > 0.3 and padding(grouped) < 0.05
+    assert grouped == epoch(True) and grouped != epoch(True, epoch=1), "a pure function of seed and epoch"
+    # Batch order does not follow length: long and short batches alternate through the epoch.
+    means = [sum(lengths[i] for i in b) / len(b) for b in grouped[0]]
+    rises = sum(a < b for a, b in zip(means, means[1:])) / (len(means) - 1)
+    assert 0.35 < rises < 0.65
 
 
 @pytest.mark.parametrize("n, world", [(0, 2), (1, 2), (7, 2), (10, 3), (33, 4)])

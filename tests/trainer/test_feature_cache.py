@@ -35,6 +35,9 @@ def test_mapped_features_equal_encoded_ones_and_collate_alike(tmp_path, tokenize
     assert batch_a.keys() == batch_b.keys() and all((batch_a[k] == batch_b[k]).all() for k in batch_a)
     with pytest.raises(IndexError):
         mapped[len(encoded)]
+    # Length grouping reads lengths from the offsets; they must be the collated lengths.
+    assert list(data.padded_lengths(mapped)) == data.padded_lengths(encoded)
+    assert max(data.padded_lengths([encoded[i] for i in (3, 1, 4)])) == batch_a["input_ids"].shape[-1]
 
 
 def test_one_build_per_fingerprint_and_a_second_writer_keeps_the_first(tmp_path, monkeypatch):

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from stilts_contract import rules
 
@@ -210,16 +212,40 @@ def schedule(num_examples: int, batch_size: int, micro_batch: int, world: int) -
     return Schedule(micro_batch, world, accumulation, micro)
 
 
-def epoch_batches(num_examples: int, sched: Schedule, seed: int | str, epoch: int, rank: int) -> list[list[int]]:
-    """This rank's micro-batches (example indices) for one epoch; the same on every restart."""
+LENGTH_GROUP = 50  # micro-batches per length group (Hugging Face's group_by_length uses 50 batches too)
+
+
+def epoch_batches(num_examples: int, sched: Schedule, seed: int | str, epoch: int, rank: int,
+                  lengths: Sequence[int] | None = None) -> list[list[int]]:
+    """This rank's micro-batches (example indices) for one epoch; the same on every restart.
+
+    With `lengths` (each example's padded length), examples are grouped by length: the epoch's shuffled
+    order is cut into groups of LENGTH_GROUP global micro-batches, each group sorted by length and cut
+    again, and all the micro-batches shuffled. An epoch holds the same examples, each batch holds
+    examples of similar length (so little padding), and neither batch order nor a group's members
+    follow length."""
     order = list(range(num_examples))
-    random.Random(f"{seed}-{epoch}").shuffle(order)
+    rng = random.Random(f"{seed}-{epoch}")
+    rng.shuffle(order)
     per_step = sched.micro_batch * sched.world
-    out = []
-    for b in range(sched.micro_batches_per_epoch):
-        chunk = order[b * per_step:(b + 1) * per_step]
-        out.append(chunk[rank * sched.micro_batch:(rank + 1) * sched.micro_batch])
-    return out
+    chunks = [order[b * per_step:(b + 1) * per_step] for b in range(sched.micro_batches_per_epoch)]
+    if lengths is not None:
+        used = np.asarray(order[:len(chunks) * per_step], dtype=np.int64)
+        size = np.asarray(lengths)[used]
+        group = LENGTH_GROUP * per_step
+        grouped = np.concatenate([used[g:g + group][np.argsort(size[g:g + group], kind="stable")]
+                                  for g in range(0, len(used), group)]).tolist()
+        chunks = [grouped[b * per_step:(b + 1) * per_step] for b in range(len(chunks))]
+        rng.shuffle(chunks)
+    return [chunk[rank * sched.micro_batch:(rank + 1) * sched.micro_batch] for chunk in chunks]
+
+
+def padded_lengths(features: Sequence[dict]) -> Sequence[int]:
+    """Each feature's length once collated: its tokens, or its longest choice's (multiple choice)."""
+    if hasattr(features, "padded_lengths"):  # mapped from the feature cache: from its offsets, nothing decoded
+        return features.padded_lengths("input_ids")
+    return [max(map(len, ids)) if ids and isinstance(ids[0], list) else len(ids)
+            for ids in (f["input_ids"] for f in features)]
 
 
 def eval_batches(lengths: list[int], batch_size: int, rank: int, world: int) -> list[list[int]]:

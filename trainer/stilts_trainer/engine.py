@@ -124,6 +124,7 @@ class LoopState:
     stopped_early: bool = False
     history: list = field(default_factory=list)
     loss_curve: dict = field(default_factory=dict)  # task -> mean training loss per window of steps
+    padding_share: float = 0.0  # of this rank's training batch positions, this run (groupByLength lowers it)
 
 
 Evaluator = Callable[[torch.nn.Module], float]
@@ -194,7 +195,7 @@ def train(job: Job, ctx: Context, model: torch.nn.Module, training: sampling.Tra
     hp = job.hyperparameters
     sched = data.schedule(training.epoch_size, hp.batch_size, hp.micro_batch_size, ctx.world)
     total = hp.max_steps or math.ceil(hp.epochs * sched.steps_per_epoch)
-    stream = sampling.Stream(training, sched, job.seed, total * sched.accumulation)
+    stream = sampling.Stream(training, sched, job.seed, total * sched.accumulation, hp.group_by_length)
     window = max(1, total // LOSS_POINTS)
     torch.manual_seed(job.seed * 1000 + ctx.rank)
     groups = parameter_groups(model, hp.weight_decay)
@@ -236,7 +237,7 @@ def train(job: Job, ctx: Context, model: torch.nn.Module, training: sampling.Tra
     uniform = needs_common_shape(model)
     micro = state.step * sched.accumulation
     first_step = state.step
-    tokens, started = 0, time.perf_counter()
+    tokens, positions, started = 0, 0, time.perf_counter()
     # Losses stay on the device until a report needs them: reading one (.item()) waits for the GPU,
     # and doing that every step keeps the host from queueing the next step's kernels.
     window_losses: dict[str, list[torch.Tensor]] = {}
@@ -249,6 +250,7 @@ def train(job: Job, ctx: Context, model: torch.nn.Module, training: sampling.Tra
         if uniform:
             batch = common_shape(batch, pad_id, ctx)
         tokens += int(batch["attention_mask"].sum())
+        positions += batch["attention_mask"].numel()
         batch = {k: v.to(ctx.device, non_blocking=True) for k, v in batch.items()}
         out = engine(**batch, task=task)
         loss = out["loss"]
@@ -288,6 +290,11 @@ def train(job: Job, ctx: Context, model: torch.nn.Module, training: sampling.Tra
             _save_checkpoint(engine, ckpt_root, state, ctx, generator)
         if state.step >= total or state.stopped_early:
             break
+    if positions:
+        state.padding_share = round(1 - tokens / positions, 4)
+        if ctx.is_main:
+            log.info("training batches were %.1f%% padding (groupByLength: %s)", 100 * state.padding_share,
+                     str(hp.group_by_length).lower())
     if evaluator is None:
         save_best(engine.module)
     elif not state.history or state.history[-1]["step"] != state.step:

@@ -113,6 +113,14 @@ class Features(Sequence):
     def __len__(self) -> int:
         return self.meta["count"]
 
+    def padded_lengths(self, key: str) -> np.ndarray:
+        """Each item's length once collated (its longest row for nested columns), from the offsets alone."""
+        kind, _, offsets, *groups = self._columns[key]
+        rows = np.diff(offsets)
+        if kind == "ragged":
+            return rows
+        return np.maximum.reduceat(rows, groups[0][:-1]) if len(rows) else rows
+
     def __getitem__(self, i: int) -> dict:
         if not -len(self) <= i < len(self):
             raise IndexError(i)

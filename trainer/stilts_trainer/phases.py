@@ -127,7 +127,7 @@ def pretrain(job: Job, ctx: engine.Context) -> dict:
                            transforms={model.MLM: part["transform"]})
     state = engine.train(job, ctx, module, training, tokenizer.pad_token_id,
                          save_best=lambda m: _save(m, tokenizer, out / "model", job, ctx), metrics=metrics)
-    result = {"steps": state.step}
+    result = {"steps": state.step, "paddingShare": state.padding_share}
     if job.data_source == "synthetic":  # the offline world has a dictionary to check alignment against
         scores = diagnostics.word_alignment(model.encoder_of(module).roberta, tokenizer, synthetic.XNLI_LANGUAGES,
                                             ctx.device)
@@ -273,7 +273,8 @@ def finetune(job: Job, ctx: engine.Context) -> dict:
     return {"steps": state.step, "bestStep": state.best_step, "stoppedEarly": state.stopped_early,
             "devScore": round(dev_score, 4),
             "dev": {n: {k: round(v, 4) for k, v in d.items()} for n, d in dev.items()},
-            "history": state.history, "lossCurve": state.loss_curve, "dataSeconds": data_seconds}
+            "history": state.history, "lossCurve": state.loss_curve, "dataSeconds": data_seconds,
+            "paddingShare": state.padding_share}
 
 
 def evaluate(job: Job, ctx: engine.Context) -> dict:
@@ -321,6 +322,8 @@ def evaluate(job: Job, ctx: engine.Context) -> dict:
 
 PHASES = {"prefetch": prefetch, "pretrain": pretrain, "intermediate": finetune, "target": finetune,
           "evaluate": evaluate}
+# metrics.json only: the run's own diagnostics, not results (the COMPLETE summary leaves them out)
+DIAGNOSTICS = ("history", "lossCurve", "alignmentByLanguage", "dataSeconds", "paddingShare")
 
 
 def run(job: Job) -> dict:
@@ -342,7 +345,7 @@ def run(job: Job) -> dict:
     result = PHASES[job.phase](job, ctx)
     summary = {"phase": job.phase, "task": job.task, "backbone": job.backbone.name, "seed": job.seed,
                "jobHash": job.job_hash, "worldSize": ctx.world, "seconds": round(time.time() - started, 1),
-               **{k: v for k, v in result.items() if k not in ("history", "lossCurve", "alignmentByLanguage", "dataSeconds")}}
+               **{k: v for k, v in result.items() if k not in DIAGNOSTICS}}
     dist.barrier()
     if ctx.is_main:
         write_json_atomic(out / "metrics.json", result)

@@ -4,7 +4,8 @@ A micro-batch is a pure function of (seed, micro-batch index, rank), so a resume
 the batches it would have seen. In a mix, every micro-batch comes from one task, drawn with
 probability p(task) ~ min(size, cap) ** (1 / temperature) (jiant's temperature sampler; T = 1 is
 examples-proportional), and each task walks its own seeded epochs. Every rank draws the same task:
-the same head runs everywhere (expert parallelism needs every rank in the same forward pass).
+the same head runs everywhere (expert parallelism needs every rank in the same forward pass). With
+`groupByLength`, a micro-batch holds examples of similar length (data.epoch_batches).
 """
 
 from __future__ import annotations
@@ -57,8 +58,10 @@ class TrainingSet:
 
 
 class Stream:
-    def __init__(self, training: TrainingSet, sched: data.Schedule, seed: int, total_micro: int):
+    def __init__(self, training: TrainingSet, sched: data.Schedule, seed: int, total_micro: int,
+                 group_by_length: bool = False):
         self.training, self.sched, self.seed = training, sched, seed
+        self.lengths: dict[str, object] | None = {} if group_by_length else None
         if training.weights is None:
             self.sequence = None
             return
@@ -92,4 +95,11 @@ class Stream:
     @lru_cache(maxsize=32)
     def _epoch(self, name: str, n: int, sched: data.Schedule, epoch: int, rank: int) -> list[list[int]]:
         seed = self.seed if self.sequence is None else f"{self.seed}-{name}"
-        return data.epoch_batches(n, sched, seed, epoch, rank)
+        return data.epoch_batches(n, sched, seed, epoch, rank, self._lengths(name))
+
+    def _lengths(self, name: str):
+        if self.lengths is None:
+            return None
+        if name not in self.lengths:
+            self.lengths[name] = data.padded_lengths(self.training.features[name])
+        return self.lengths[name]
