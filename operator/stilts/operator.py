@@ -41,7 +41,7 @@ RESYNC_SECONDS = float(os.environ.get("STILTS_RESYNC_SECONDS", "30"))
 BACKEND = backends.get(os.environ.get("STILTS_JOB_BACKEND", "pytorchjob"))
 LOGGED_EVENTS = ("JobRearmed",)
 NO_PODS_GRACE_SECONDS = 5  # a child without pods this long: look at its events for why (admission)
-CREATE_PARALLELISM = 8
+WRITE_PARALLELISM = 8  # a reconcile's creates, deletes and results merge in flight at once
 WHY_LOOK_SECONDS = 10  # how often to read events for children without pods (the reason shown meanwhile)
 RELIST_SECONDS = float(os.environ.get("STILTS_RELIST_SECONDS", "300"))  # cache.py: the safety net's period
 
@@ -52,7 +52,7 @@ def api_client() -> client.ApiClient:
     except config.ConfigException:
         config.load_kube_config()
     configuration = client.Configuration.get_default_copy()
-    # Reconcile workers and the creators share one pool: connections beyond it would be reopened
+    # Reconcile workers and the writers share one pool: connections beyond it would be reopened
     # (a TLS handshake each) instead of kept.
     configuration.connection_pool_maxsize = 32
     return client.ApiClient(configuration)
@@ -136,7 +136,7 @@ class Controller:
         # A reconcile's writes after its records go in parallel (children as the Job controller creates
         # pods): one experiment's wave of ready jobs is two API calls each, and one after the other
         # they made a reconcile slow.
-        self.creators = ThreadPoolExecutor(CREATE_PARALLELISM, thread_name_prefix="act")
+        self.writers = ThreadPoolExecutor(WRITE_PARALLELISM, thread_name_prefix="write")
         self.known: dict[tuple[str, str], Known] = {}
         self.metrics = metrics.Metrics()
         self.resync_seconds = resync_seconds
@@ -350,11 +350,11 @@ class Controller:
             version = self._write_records(experiment, jobs_store, d.records, retry, version)
             known.records = (d.records, retry, version)
         # With the intent written, the rest is independent: results, deletions and creations go at once.
-        actions = [self.creators.submit(self._delete_child, namespace, uid, child) for child in d.delete]
-        actions += [self.creators.submit(self._create_child, experiment, stem, *create) for create in d.create]
+        actions = [self.writers.submit(self._delete_child, namespace, uid, child) for child in d.delete]
+        actions += [self.writers.submit(self._create_child, experiment, stem, *create) for create in d.create]
         if d.results:
             known.results.update(d.results)
-            actions.append(self.creators.submit(self._merge_store, experiment, results_store, {
+            actions.append(self.writers.submit(self._merge_store, experiment, results_store, {
                 h: json.dumps(r, separators=(",", ":"), sort_keys=True) for h, r in d.results.items()}))
         for action in actions:
             action.result()  # the first failure raises: the reconcile is retried

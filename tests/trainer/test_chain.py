@@ -186,8 +186,8 @@ def test_a_job_on_cached_features_trains_exactly_as_one_that_encodes_its_own(tmp
 
 
 def test_length_grouping_cuts_the_padding_a_job_trains_on(tmp_path, pretrained):
-    """groupByLength (the default) against uniformly random batches: the same steps over the same
-    examples, far fewer padded positions."""
+    """groupByLength (opt-in) against uniformly random batches (the default): the same steps over the
+    same examples, far fewer padded positions."""
     share = {}
     for grouped in (True, False):
         out = tmp_path / f"grouped-{grouped}"

@@ -248,7 +248,7 @@ def padded_lengths(features: Sequence[dict]) -> Sequence[int]:
             for ids in (f["input_ids"] for f in features)]
 
 
-def eval_batches(lengths: list[int], batch_size: int, rank: int, world: int) -> list[list[int]]:
+def eval_batches(lengths: Sequence[int], batch_size: int, rank: int, world: int) -> list[list[int]]:
     """Length-sorted batches dealt round-robin to ranks, padded with empty batches so that every rank
     runs the same number of forward passes."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])

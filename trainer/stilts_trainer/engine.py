@@ -152,17 +152,12 @@ def common_shape(batch: dict, pad_id: int, ctx: Context) -> dict:
     return data.pad_batch(batch, tuple(shape.tolist()), pad_id)
 
 
-def _length(feature: dict) -> int:
-    ids = feature["input_ids"]
-    return max(len(row) for row in ids) if ids and isinstance(ids[0], list) else len(ids)
-
-
 def predict(module: torch.nn.Module, fmt, features: list[dict], batch_size: int, pad_id: int, ctx: Context,
             task: str | None = None, autocast: torch.dtype | None = None) -> list:
     """The format's prediction for every feature, computed on all ranks (length-sorted batches,
     dynamic padding) and gathered everywhere. The phases evaluate in fp32: on an H200, bf16 `autocast`
     was 0.73x as fast at XNLI's lengths (benchmarks/gpu.py, README); the option stays for that comparison."""
-    mine = data.eval_batches([_length(f) for f in features], batch_size, ctx.rank, ctx.world)
+    mine = data.eval_batches(data.padded_lengths(features), batch_size, ctx.rank, ctx.world)
     predictions: dict[int, object] = {}
     uniform = needs_common_shape(module)
     was_training = module.training

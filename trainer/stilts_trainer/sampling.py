@@ -60,8 +60,7 @@ class TrainingSet:
 class Stream:
     def __init__(self, training: TrainingSet, sched: data.Schedule, seed: int, total_micro: int,
                  group_by_length: bool = False):
-        self.training, self.sched, self.seed = training, sched, seed
-        self.lengths: dict[str, object] | None = {} if group_by_length else None
+        self.training, self.sched, self.seed, self.group_by_length = training, sched, seed, group_by_length
         if training.weights is None:
             self.sequence = None
             return
@@ -97,9 +96,6 @@ class Stream:
         seed = self.seed if self.sequence is None else f"{self.seed}-{name}"
         return data.epoch_batches(n, sched, seed, epoch, rank, self._lengths(name))
 
+    @lru_cache(maxsize=None)
     def _lengths(self, name: str):
-        if self.lengths is None:
-            return None
-        if name not in self.lengths:
-            self.lengths[name] = data.padded_lengths(self.training.features[name])
-        return self.lengths[name]
+        return data.padded_lengths(self.training.features[name]) if self.group_by_length else None
