@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast install controlplane prometheus crd clean
+.PHONY: demo test test-fast install controlplane prometheus crd docs clean
 
 demo: $(STAMP)                       ## the offline demo: the whole grid on this machine, then the report
 	$(VENV)/bin/stilts run examples/demo.yaml
@@ -38,6 +38,9 @@ prometheus:                          ## Debian's Prometheus server, for the dash
 crd: $(STAMP)                        ## regenerate crds/ (and the chart's copy) from the spec model
 	$(VENV)/bin/stilts crd > crds/stilts.dev_transferexperiments.yaml
 	cp crds/stilts.dev_transferexperiments.yaml charts/stilts/files/crd.yaml
+
+docs: $(STAMP)                       ## regenerate docs/tasks.md's table from the task registry
+	$(PY) hack/docs.py
 
 clean:
 	rm -rf runs .pytest_cache

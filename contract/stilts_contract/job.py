@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic.alias_generators import to_camel
 
 from . import rules, tasks
-from .names import JOB_API_VERSION, JOB_KIND, MAX_SEQ_LENGTH, PHASES, SYNTHETIC_WORLD, TINY_MODELS, XNLI_LANGUAGES
+from .names import (JOB_API_VERSION, JOB_KIND, MAX_SEQ_LENGTH, PHASES, SYNTHETIC_WORLD, TINY_MODELS, TRAINING_PHASES,
+                    XNLI_LANGUAGES)
 
 
 class JobError(ValueError):
@@ -249,7 +250,7 @@ def _paths(model: type[BaseModel], prefix: str = "") -> set[str]:
 
 
 PHASE_ONLY = {"hyperparameters.mlmProbability": ("pretrain",),
-              "hyperparameters.groupByLength": ("pretrain", "intermediate", "target"),
+              "hyperparameters.groupByLength": TRAINING_PHASES,
               "prefetch.models": ("prefetch",), "prefetch.tasks": ("prefetch",), "languages": ("evaluate",)}
 # Downloading trains nothing: prefetch reads no training settings (nor a seed: hub data has none).
 TRAINING_ONLY = ("hyperparameters.", "deepspeed.", "checkpointEverySteps", "backbone.moe", "seed")

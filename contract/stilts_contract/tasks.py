@@ -103,5 +103,3 @@ def local_members(name: str) -> list[str]:
     return [m for m in expand([name]) if get(m).local]
 
 
-def readers(setting: str) -> tuple[str, ...]:
-    return tuple(n for n in INTERMEDIATE_TASKS if setting in settings_read(n))

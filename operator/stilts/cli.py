@@ -22,7 +22,7 @@ def cmd_plan(args) -> int:
     rows = [("hash", "job", "phase", "after", "world")]
     for j in jobs:
         rows.append((j.hash[:10], j.name, j.phase, ",".join(d[:10] for d in j.depends_on) or "-",
-                     f"{j.workers}x{j.processes_per_worker}"))
+                     f"{j.launch.workers}x{j.launch.processes}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())

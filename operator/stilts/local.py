@@ -45,12 +45,12 @@ def world_sizes(jobs: list[Job], nproc: int | None) -> dict[str, int]:
     training job when given, if every rule the trainer applies at start-up still holds with it."""
     sizes = {}
     for job in jobs:
-        planned = job.workers * job.processes_per_worker
+        planned = job.launch.world
         size = 1 if job.phase == "prefetch" else (nproc or planned)
         if size != planned and job.phase != "evaluate":
-            hp, moe = job.body["hyperparameters"], job.body["backbone"].get("moe")
-            problem = rules.batch_fits_world(hp["batchSize"], hp["microBatchSize"], size) or (
-                moe and job.phase != "prefetch" and rules.ep_divides_world(moe["expertParallelSize"], size))
+            hp, moe = job.job.hyperparameters, job.job.backbone.moe_settings
+            problem = rules.batch_fits_world(hp.batch_size, hp.micro_batch_size, size) or (
+                moe and job.phase != "prefetch" and rules.ep_divides_world(moe.expert_parallel_size, size))
             if problem:
                 raise SpecError(f"--nproc {size}: job {job.name} was planned for {planned} processes, and with "
                                 f"{size}: {problem}. Leave --nproc out to run each job with its planned world "
@@ -259,7 +259,7 @@ class LocalExecutor:
         rows = []
         for job in self.jobs:
             rec = self.records.get(job.hash, {})
-            rows.append({"hash": job.hash, "name": job.name, "phase": job.phase, "labels": job.body["labels"],
+            rows.append({"hash": job.hash, "name": job.name, "phase": job.phase, "labels": job.job.labels,
                          "parent": job.parent, "status": rec.get("state", "Pending"),
                          "attempts": rec.get("attempts", 0), "message": rec.get("message", ""),
                          "created": rec.get("created"), "finished": rec.get("since") if rec.get("state") ==

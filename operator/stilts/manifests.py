@@ -32,17 +32,6 @@ RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"dro
                         "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
 RESTRICTED_POD = {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
                   "seccompProfile": {"type": "RuntimeDefault"}}
-# Requests when the spec gives none, per trainer process (one per GPU; one per pod without GPUs).
-# Memory, from benchmarks/host_memory.py and data_cache.py: one process holding XLM-R large peaks at
-# 2.9 GiB on the host (2.1 of it the mapped checkpoint); training data mapped from the feature cache
-# adds < 0.1 GiB at 400k pairs (encoding in the process added 1.6 GiB). With the CUDA runtime's host
-# memory (not measured here; a few GiB) and the /dev/shm share, 8 GiB per process. An upcycled MoE
-# holds experts/expertParallelSize expert copies per MoE layer (all 8 with ep=1: +3.2 GiB for XLM-R
-# large), so it gets twice that.
-DEFAULT_CPU_PER_PROCESS, SHM_GI_PER_PROCESS = 4, 1
-DEFAULT_MEMORY_GI_PER_PROCESS = {"dense": 8, "moe": 16}
-
-
 def prefix(experiment: dict, max_name: int) -> str:
     """The stem every child of this experiment is named from: readable, and unique to this object (a
     digest of namespace, name and uid), so two experiments never share a child name."""
@@ -107,28 +96,12 @@ def config_map(experiment: dict, job: Job, attempt: int, name: str) -> dict:
             "data": {"job.json": json.dumps(body, indent=2, sort_keys=True)}}
 
 
-def _backbone(experiment: dict, job: Job) -> dict:
-    return next((b for b in experiment["spec"]["backbones"] if b["name"] == job.backbone), {})
-
-
-def gpus(experiment: dict, job: Job) -> int:
-    """GPUs per pod: one per process, none for prefetch (it downloads)."""
-    return job.processes_per_worker if _backbone(experiment, job).get("gpusPerWorker", 8) > 0 and \
-        job.phase != "prefetch" else 0
-
-
-def resources(experiment: dict, job: Job) -> dict:
-    """Requests (and limits for memory and GPUs) of one trainer container, so that quotas (Kueue,
-    ResourceQuota) see what a job needs and a pod is never BestEffort."""
-    given = _backbone(experiment, job).get("resources") or {}
-    procs = 1 if job.phase == "prefetch" else job.processes_per_worker
-    cpu = given.get("cpu") or str(DEFAULT_CPU_PER_PROCESS * procs)
-    per_process = DEFAULT_MEMORY_GI_PER_PROCESS[_backbone(experiment, job).get("architecture", "dense")]
-    memory = given.get("memory") or f"{per_process * procs}Gi"
-    out = {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory}}
-    n = gpus(experiment, job)
-    if n:
-        out["requests"]["nvidia.com/gpu"] = out["limits"]["nvidia.com/gpu"] = str(n)
+def resources(job: Job) -> dict:
+    """Requests (and limits for memory and GPUs) of one trainer container, from the planned launch."""
+    launch = job.launch
+    out = {"requests": {"cpu": launch.cpu, "memory": launch.memory}, "limits": {"memory": launch.memory}}
+    if launch.gpus:
+        out["requests"]["nvidia.com/gpu"] = out["limits"]["nvidia.com/gpu"] = str(launch.gpus)
     return out
 
 
@@ -146,14 +119,13 @@ def pod_template(experiment: dict, job: Job, attempt: int, name: str, container_
     if spec.get("hfTokenSecret"):
         variables.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": spec["hfTokenSecret"],
                                                                              "key": "HF_TOKEN"}}})
-    procs = 1 if job.phase == "prefetch" else job.processes_per_worker
     container = {
         "name": container_name,  # the backend's: its controller finds the trainer container by name
         "image": spec.get("image") or default_image,
         "command": ["torchrun", "-m", "stilts_trainer", "--job", f"{JOB_DIR}/job.json"],
         "env": variables,
         "ports": [{"name": "metrics", "containerPort": TRAINER_METRICS_PORT}],
-        "resources": resources(experiment, job),
+        "resources": resources(job),
         "volumeMounts": [{"name": "workspace", "mountPath": WORKSPACE},
                          {"name": "dshm", "mountPath": "/dev/shm"},
                          {"name": "job", "mountPath": JOB_DIR, "readOnly": True}],
@@ -166,7 +138,7 @@ def pod_template(experiment: dict, job: Job, attempt: int, name: str, container_
         "securityContext": RESTRICTED_POD,
         "automountServiceAccountToken": False,  # trainers never call the API server
         "volumes": [{"name": "workspace", "persistentVolumeClaim": {"claimName": claim_name(experiment)}},
-                    {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{SHM_GI_PER_PROCESS * procs}Gi"}},
+                    {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": job.launch.shm}},
                     {"name": "job", "configMap": {"name": name}}],
         "nodeSelector": scheduling.get("nodeSelector") or {},
         "tolerations": [{k: v for k, v in t.items() if v not in ("", None)}

@@ -277,7 +277,27 @@ class Controller:
             metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
 
     def _reconcile(self, namespace: str, name: str) -> float | None:
-        now, known = time.time(), self.known.get((namespace, name))
+        """One pass, as reconcile.py's contract says: read (the experiment, its plan, the records and the
+        children), decide (the pure `reconcile`), write (the records first, then children and results),
+        report (status, events, metrics)."""
+        now = time.time()
+        read = self._read(namespace, name, now)
+        if read is None:
+            return None
+        experiment, known, previous = read
+        stem = manifests.prefix(experiment, self.backend.max_name)
+        self._start(experiment, known, stem)
+        records, observed, retry, rearmed_at = self._observe_all(experiment, known, stem, now)
+        d = reconcile(known.jobs, records, observed, now, Policy.of(known.spec),
+                      lambda h, a: manifests.child_name(stem, h, a), rearm=bool(retry) and retry != rearmed_at)
+        self._write(experiment, known, stem, d, records, retry, rearmed_at)
+        self._report(experiment, known, stem, d, previous, now)
+        return d.requeue_after
+
+    def _read(self, namespace: str, name: str, now: float) -> tuple[dict, Known, dict] | None:
+        """The experiment (from the watch between relists), what this process knows of it, and its last
+        status; planned once per generation. None when it is gone, being deleted, or invalid."""
+        known = self.known.get((namespace, name))
         experiment = self.experiments.get((namespace, name))
         if experiment is None or known is None or now - known.listed_at >= RELIST_SECONDS:
             try:  # the watch's copy is used between relists (cache.py); the operator writes only its status
@@ -315,24 +335,31 @@ class Controller:
                 known.generation = -1
                 return None
             known.generation = generation
-        spec, jobs = known.spec, known.jobs
-        stem = manifests.prefix(experiment, self.backend.max_name)
-        jobs_store, results_store = manifests.store_names(stem)
-        if not known.started:  # not at every reconcile: once per experiment and operator process
-            if not spec.storage.claim_name:
-                self._create(experiment, lambda: self.core.create_namespaced_persistent_volume_claim(
-                    namespace, manifests.claim(experiment)))
-            known.results = self._read_store(namespace, results_store)[0]
-            known.started = True
+        return experiment, known, previous
 
+    def _start(self, experiment: dict, known: Known, stem: str) -> None:
+        """Once per experiment and operator process: the claim, and the results kept so far."""
+        if known.started:
+            return
+        namespace = experiment["metadata"]["namespace"]
+        if not known.spec.storage.claim_name:
+            self._create(experiment, lambda: self.core.create_namespaced_persistent_volume_claim(
+                namespace, manifests.claim(experiment)))
+        known.results = self._read_store(namespace, manifests.store_names(stem)[1])[0]
+        known.started = True
+
+    def _observe_all(self, experiment: dict, known: Known, stem: str, now: float) -> tuple[dict, dict, str, str]:
+        """The records (what the operator last wrote), the children and pods as observed, and the retry
+        annotation with the value last acted on."""
+        meta = experiment["metadata"]
+        namespace, uid = meta["namespace"], meta["uid"]
         retry = (meta.get("annotations") or {}).get(RETRY_ANNOTATION, "")
-        uid = meta["uid"]
         if now - known.listed_at >= RELIST_SECONDS:
             self._relist(namespace, uid)
             known.listed_at, known.records = now, None
         if known.records is None:
-            known.records = self._read_records(namespace, jobs_store)
-        records, rearmed_at, version = known.records
+            known.records = self._read_records(namespace, manifests.store_names(stem)[0])
+        records, rearmed_at, _ = known.records
         for job_hash, rec in records.items():  # fencing: a retry waits for pods that the cache may not show yet
             if rec["state"] == "Backoff" and rec.get("retryAfter", 0) <= now:
                 labels, since = {LABEL_UID: uid, LABEL_HASH: job_hash}, self.cache.mark()
@@ -341,15 +368,18 @@ class Controller:
         active = {manifests.child_name(stem, h, r["attempts"]) for h, r in records.items() if r["state"] in ACTIVE}
         observed = self.observe(namespace, stem, uid, self.cache.list(CHILDREN, uid), self.cache.list(PODS, uid),
                                 active, now, known)
-        d = reconcile(jobs, records, observed, now, Policy.of(spec),
-                      lambda h, a: manifests.child_name(stem, h, a), rearm=bool(retry) and retry != rearmed_at)
+        return records, observed, retry, rearmed_at
 
-        # The intent is written first: a crash after this point re-creates (409, adopted) rather than forgets.
+    def _write(self, experiment: dict, known: Known, stem: str, d, records: dict, retry: str, rearmed_at: str) -> None:
+        """The intent first: a crash after the records are written re-creates (409, adopted) rather than
+        forgets. Then the rest, which is independent: results, deletions and creations at once."""
+        namespace, uid = experiment["metadata"]["namespace"], experiment["metadata"]["uid"]
+        jobs_store, results_store = manifests.store_names(stem)
         if d.records != records or retry != rearmed_at:
+            version = known.records[2]
             known.records = None  # whatever happens to the write, read them again next time
             version = self._write_records(experiment, jobs_store, d.records, retry, version)
             known.records = (d.records, retry, version)
-        # With the intent written, the rest is independent: results, deletions and creations go at once.
         actions = [self.writers.submit(self._delete_child, namespace, uid, child) for child in d.delete]
         actions += [self.writers.submit(self._create_child, experiment, stem, *create) for create in d.create]
         if d.results:
@@ -359,10 +389,13 @@ class Controller:
         for action in actions:
             action.result()  # the first failure raises: the reconcile is retried
 
-        status = summarize(jobs, d.records, previous, generation, now)
+    def _report(self, experiment: dict, known: Known, stem: str, d, previous: dict, now: float) -> None:
+        meta = experiment["metadata"]
+        jobs_store, results_store = manifests.store_names(stem)
+        status = summarize(known.jobs, d.records, previous, meta.get("generation", 0), now)
         status.update(jobsConfigMap=jobs_store, resultsConfigMap=results_store)
         if changed(previous, status):
-            self._patch_status(namespace, name, status)
+            self._patch_status(meta["namespace"], meta["name"], status)
         # Events say what needs a person: warnings (failures, retries, lost children), re-arms, and the
         # experiment's own transitions. A job created or finished is routine (`stilts status`, the
         # dashboard); one event each would bury the rest in `kubectl describe` at paper scale.
@@ -373,9 +406,8 @@ class Controller:
             kind = "Warning" if status["phase"] == "Failed" else "Normal"
             kopf.event(experiment, type=kind, reason=f"Experiment{status['phase']}",
                        message=f"{status['progress']} jobs succeeded; {status['message']}"[:1000])
-        self.metrics.record(namespace, name, status["phase"], jobs, d.records, known.results,
-                            eta(jobs, d.records, spec.max_concurrent_jobs), now)
-        return d.requeue_after
+        self.metrics.record(meta["namespace"], meta["name"], status["phase"], known.jobs, d.records, known.results,
+                            eta(known.jobs, d.records, known.spec.max_concurrent_jobs), now)
 
     # -- writing -------------------------------------------------------------------------------------
     def _create_child(self, experiment: dict, stem: str, job: Job, attempt: int) -> None:

@@ -16,9 +16,48 @@ from dataclasses import dataclass, field
 
 from stilts_contract import tasks
 from stilts_contract.names import BASELINE as NONE, MLM_ARM, PHASES, SYNTHETIC_WORLD, TINY_MODELS, plain_task
+from stilts_contract import job as contract
 from stilts_contract.job import Hyperparameters, applicable
 
-from .spec import Backbone, ExperimentSpec, PhaseTraining
+from .spec import Backbone, ExperimentSpec, PhaseTraining, SpecError
+
+# Requests when the spec gives none, per trainer process (one per GPU; one per pod without GPUs).
+# Memory, from benchmarks/host_memory.py and data_cache.py: one process holding XLM-R large peaks at
+# 2.9 GiB on the host (2.1 of it the mapped checkpoint); training data mapped from the feature cache
+# adds < 0.1 GiB at 400k pairs (encoding in the process added 1.6 GiB). With the CUDA runtime's host
+# memory (not measured here; a few GiB) and the /dev/shm share, 8 GiB per process. An upcycled MoE
+# holds experts/expertParallelSize expert copies per MoE layer (all 8 with ep=1: +3.2 GiB for XLM-R
+# large), so it gets twice that.
+DEFAULT_CPU_PER_PROCESS, SHM_GI_PER_PROCESS = 4, 1
+DEFAULT_MEMORY_GI_PER_PROCESS = {"dense": 8, "moe": 16}
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How one job runs, decided at plan time from the backbone it runs for: pods, trainer processes
+    and GPUs per pod, and what each pod requests (so quotas see it and a pod is never BestEffort)."""
+    workers: int
+    processes: int   # per pod: one per GPU, one per pod without GPUs
+    gpus: int        # per pod
+    cpu: str         # request per pod
+    memory: str      # request and limit per pod
+    shm: str         # /dev/shm per pod
+
+    @property
+    def world(self) -> int:
+        return self.workers * self.processes
+
+
+def launch(backbone: Backbone, phase: str) -> Launch:
+    if phase == "prefetch":  # one CPU process downloads
+        workers, processes, gpus = 1, 1, 0
+    else:
+        workers, processes = backbone.workers, max(1, backbone.gpus_per_worker)
+        gpus = backbone.gpus_per_worker
+    given = backbone.resources
+    memory = given.memory or f"{DEFAULT_MEMORY_GI_PER_PROCESS[backbone.architecture] * processes}Gi"
+    return Launch(workers, processes, gpus, given.cpu or str(DEFAULT_CPU_PER_PROCESS * processes), memory,
+                  f"{SHM_GI_PER_PROCESS * processes}Gi")
 
 
 @dataclass(frozen=True)
@@ -30,9 +69,9 @@ class Job:
     seed: int | None
     parent: str | None          # hash of the job whose model this one starts from
     after: tuple[str, ...]      # hashes that must finish first without feeding the hash (prefetch)
-    workers: int
-    processes_per_worker: int
-    body: dict = field(compare=False, hash=False)  # job.json without output/parent paths
+    launch: Launch
+    body: dict = field(compare=False, hash=False)  # job.json without output/parent paths (what is hashed)
+    job: contract.Job = field(compare=False, hash=False)  # the same, validated by the trainer's own model
 
     @property
     def name(self) -> str:
@@ -92,18 +131,19 @@ class Planner:
         self.prefetch: str | None = None
 
     def add(self, phase: str, backbone: Backbone, body: dict, parent: str | None, *, run_task: str = "",
-            seed: int | None = None, world: tuple[int, int] | None = None, pretraining: str = "") -> str:
+            seed: int | None = None, pretraining: str = "") -> str:
         hashed = {k: v for k, v in _hashed(body).items() if k != "backbone"}
         hashed["backbone"] = _identity(body["backbone"])
         hashed["parent"] = parent
         h = content_hash(hashed)
         if h not in self.jobs:
-            workers, procs = world or (backbone.workers, max(1, backbone.gpus_per_worker))
             after = (self.prefetch,) if self.prefetch and phase != "prefetch" else ()
             labels = {"backbone": backbone.name, "phase": phase, "intermediateTask": run_task,
                       "seed": "" if seed is None else str(seed), "pretraining": pretraining}
-            self.jobs[h] = Job(h, phase, backbone.name, run_task, seed, parent, after, workers, procs,
-                               {**body, "jobHash": h, "labels": labels})
+            body = {**body, "jobHash": h, "labels": labels}
+            job = Job(h, phase, backbone.name, run_task, seed, parent, after, launch(backbone, phase), body,
+                      validated(body, parent, f"{backbone.name} {phase}"))
+            self.jobs[h] = job
         return h
 
     def common(self, backbone: Backbone) -> dict:
@@ -138,8 +178,7 @@ class Planner:
         names = sorted(t for t in wanted if not tasks.get(t).local)
         anchor = spec.backbones[0]
         body = {"phase": "prefetch", **self.common(anchor), "prefetch": {"models": models, "tasks": names}}
-        # One CPU process is enough to download.
-        self.prefetch = self.add("prefetch", anchor, body, None, world=(1, 1))
+        self.prefetch = self.add("prefetch", anchor, body, None)
 
     def _plan_backbone_root(self, backbone: Backbone, continued: int = 0) -> str | None:
         """The job whose model the backbone's runs start from (None: the hub checkpoint itself): the
@@ -149,7 +188,7 @@ class Planner:
         if backbone.model in TINY_MODELS:
             # The tiny model is built once from scratch, as dense; MoE backbones upcycle from it.
             dense = Backbone(name=backbone.name, model=backbone.model, workers=backbone.workers,
-                             gpus_per_worker=backbone.gpus_per_worker)
+                             gpus_per_worker=backbone.gpus_per_worker, resources=backbone.resources)
             body = {"phase": "pretrain", **self.common(dense), "seed": 0,
                     "hyperparameters": _hyper(spec.training.pretrain, "pretrain")}
             root = self.add("pretrain", dense, body, None)
@@ -211,6 +250,16 @@ def arms(spec: ExperimentSpec) -> list[tuple[Backbone, int]]:
 
 def plan(spec: ExperimentSpec) -> list[Job]:
     return Planner(spec).plan()
+
+
+def validated(body: dict, parent: str | None, what: str) -> contract.Job:
+    """The job as the trainer will read it, checked now by the trainer's own model (paths are the
+    executor's, so placeholders stand in): a spec the trainer would refuse is refused at plan time."""
+    try:
+        return contract.parse({**body, "output": "planned", "parent": "planned-parent" if parent else None},
+                              source=f"job {what}")
+    except contract.JobError as err:
+        raise SpecError(f"{err}; the spec plans a job the trainer refuses, so change the spec") from None
 
 
 def topological(jobs: list[Job]) -> list[Job]:

@@ -7,17 +7,21 @@ Inputs come from any of three places, read into the same `Inputs`:
 - a live experiment (`stilts report tx/NAME`): the plan recomputed from its spec and the results the
   operator keeps (stats.py explains what differs without per-item results).
 
-Statistics (stats.py): accuracy and gain intervals from a bootstrap over seeds and test items (inside
-[0, 100]); the interaction both paired by seed and as a pooled two-way contrast; per-language claims
-Holm-adjusted; the minimum detectable interaction for the seeds at hand.
+Statistics (stats.py): every interval is a t interval over seeds and the shared test items; the
+interaction both paired by seed and as a pooled two-way contrast. The claims the text makes (each
+comparison's average, and per language from 3 seeds on) form one Holm family; the minimum detectable
+interaction for the seeds at hand.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from stilts_contract import tasks as contract_tasks
 from stilts_contract.names import BASELINE, COMPLETE, MLM_ARM, plain_task
@@ -25,6 +29,7 @@ from stilts_contract.names import BASELINE, COMPLETE, MLM_ARM, plain_task
 from . import stats
 
 AVG = "avg"
+METHOD = "t over seeds, plus the shared test items' sampling noise; Welch-Satterthwaite df"
 CONSTANT_SHARE = 0.95   # a language whose predictions put this share on one label is flagged
 ASSUMED_SEED_SD = 1.0   # points: seed-to-seed SD of a gain difference on XNLI, before any run (see README)
 
@@ -42,6 +47,14 @@ class Run:
     items: dict = field(default_factory=dict)     # language -> test items
     correct: dict = field(default_factory=dict)   # language -> "0101..." per test item (when kept)
     predicted: dict = field(default_factory=dict)  # language -> share of each label
+    _vectors: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def vector(self, lang: str) -> np.ndarray | None:
+        """Which test items the run got right, as 0/1 (decoded once)."""
+        if lang not in self._vectors:
+            bits = self.correct.get(lang)
+            self._vectors[lang] = (np.frombuffer(bits.encode(), np.uint8) - 48).astype(float) if bits else None
+        return self._vectors[lang]
 
 
 @dataclass
@@ -111,59 +124,52 @@ def from_cluster(seen) -> Inputs:
             continue
         results = {"languages": {lang: {"test": acc} for lang, acc in summary["test"].items()},
                    "predicted": summary.get("predicted") or {}, "testItems": summary.get("testItems", 0)}
-        inputs.runs.append(_run_from(job.body["labels"], job.body["backbone"], results))
+        inputs.runs.append(_run_from(job.job.labels, job.job.backbone.model_dump(), results))
     return inputs
 
 
 # -- statistics ---------------------------------------------------------------------------------------
 
-def _value(run: Run, lang: str, split: str) -> float | None:
+def _measure(run: Run, lang: str, split: str) -> stats.Measure | None:
+    """A run's score on a language, or on the average over languages. XNLI's languages are translations of
+    one item set, so the average's items are the item indices, each averaged over languages (correct for
+    independent languages too, as long as every language has the same number of items)."""
     if lang == AVG:
         values = [v.get(split) for v in run.accuracy.values()]
-        return statistics.fmean(values) if values and None not in values else None
-    return (run.accuracy.get(lang) or {}).get(split)
-
-
-def _items(run: Run, lang: str) -> int:
-    if lang == AVG:
-        return sum(run.items.values()) or 0
-    return run.items.get(lang, 0)
-
-
-def _bits(run: Run, lang: str) -> str | None:
-    if lang == AVG:
-        return "".join(run.correct[k] for k in sorted(run.correct)) if run.correct else None
-    return run.correct.get(lang)
-
-
-def _cell(runs: list[Run], lang: str, split: str) -> dict | None:
-    rows = [(r, _value(r, lang, split)) for r in runs]
-    rows = [(r, v) for r, v in rows if v is not None]
-    if not rows:
+        if not values or None in values:
+            return None
+        accuracy = statistics.fmean(values)
+        if split != "test":
+            return stats.Measure(accuracy)
+        vectors = [run.vector(k) for k in sorted(run.accuracy)]
+        aligned = all(v is not None for v in vectors) and len({len(v) for v in vectors}) == 1
+        return stats.Measure(accuracy, max(run.items.values(), default=0) if not aligned else len(vectors[0]),
+                             np.mean(vectors, axis=0) if aligned else None)
+    value = (run.accuracy.get(lang) or {}).get(split)
+    if value is None:
         return None
-    values = [v for _, v in rows]
-    items = [_items(r, lang) for r, _ in rows]
-    if split == "test" and all(items):
-        bits = [_bits(r, lang) for r, _ in rows]
-        return stats.bootstrap_accuracy(values, items, bits if all(bits) else None)
-    return stats.t_interval(values)
+    if split != "test":
+        return stats.Measure(value)
+    return stats.Measure(value, run.items.get(lang, 0), run.vector(lang))
 
 
-def _paired(a: dict[int, Run], b: dict[int, Run], lang: str, split: str) -> dict | None:
-    """a - b, paired by seed: bootstrap interval (seeds and items) and the paired t-test's p-value."""
-    seeds = sorted(s for s in set(a) & set(b) if _value(a[s], lang, split) is not None
-                   and _value(b[s], lang, split) is not None)
-    if not seeds:
+def _arm(runs: dict[int, Run], lang: str, split: str) -> dict[int, stats.Measure]:
+    measures = {seed: _measure(run, lang, split) for seed, run in runs.items()}
+    return {seed: m for seed, m in measures.items() if m is not None}
+
+
+def _contrast(arms: list[tuple[float, dict[int, Run]]], lang: str, split: str, paired: bool = True) -> dict | None:
+    measured = [(w, _arm(runs, lang, split)) for w, runs in arms]
+    if any(not m for _, m in measured):
         return None
-    va = [_value(a[s], lang, split) for s in seeds]
-    vb = [_value(b[s], lang, split) for s in seeds]
-    test = stats.t_interval([x - y for x, y in zip(va, vb)])
-    items = [_items(a[s], lang) for s in seeds]
-    if split == "test" and all(items):
-        ba, bb = [_bits(a[s], lang) for s in seeds], [_bits(b[s], lang) for s in seeds]
-        boot = stats.bootstrap_difference(va, vb, items, ba if all(ba) else None, bb if all(bb) else None)
-        return {**boot, "p": test["p"], "tLow": test["low"], "tHigh": test["high"]}
-    return test
+    return stats.contrast(measured, paired=paired)
+
+
+def _clip(ci: dict | None) -> dict | None:
+    """An accuracy's interval, inside [0, 1] (clipping cannot lose the truth, which is inside too)."""
+    if ci and ci.get("low") is not None:
+        ci = {**ci, "low": max(0.0, ci["low"]), "high": min(1.0, ci["high"])}
+    return ci
 
 
 def comparator(moe: str, runs: list[Run]) -> tuple[str | None, str]:
@@ -191,13 +197,14 @@ def build(inputs: Inputs, split: str = "test") -> dict:
     accuracy, gains, interaction, ablation = {}, {}, {}, {}
     for backbone, by_task in sorted(by.items()):
         for task, seeds in sorted(by_task.items()):
-            cells = {lang: _cell(list(seeds.values()), lang, split) for lang in languages}
+            cells = {lang: _clip(_contrast([(1, seeds)], lang, split)) for lang in languages}
             accuracy[f"{backbone}/{task}"] = {k: v for k, v in cells.items() if v}
             if task != BASELINE and BASELINE in by_task:
-                cells = {lang: _paired(seeds, by_task[BASELINE], lang, split) for lang in languages}
+                cells = {lang: _contrast([(1, seeds), (-1, by_task[BASELINE])], lang, split) for lang in languages}
                 gains[f"{backbone}/{task}"] = {k: v for k, v in cells.items() if v}
             if task.endswith(MLM_ARM) and plain_task(task) in by_task:  # the ablation against plain STILTs
-                cells = {lang: _paired(seeds, by_task[plain_task(task)], lang, split) for lang in languages}
+                cells = {lang: _contrast([(1, seeds), (-1, by_task[plain_task(task)])], lang, split)
+                         for lang in languages}
                 ablation[f"{backbone}/{task}"] = {k: v for k, v in cells.items() if v}
     architecture = {r.backbone: r.architecture for r in inputs.runs}
     for moe in sorted(b for b, a in architecture.items() if a == "moe"):
@@ -206,6 +213,7 @@ def build(inputs: Inputs, split: str = "test") -> dict:
             continue
         for task in sorted(set(by[moe]) & set(by[dense]) - {BASELINE}):
             interaction[f"{moe}-vs-{dense}/{task}"] = _interaction(by, moe, dense, task, languages, split, how)
+    family = _adjust(interaction)
     flags = [{"run": f"{r.backbone}/{r.task}/s{r.seed}", "language": lang, "share": max(shares),
               "label": inputs.labels[shares.index(max(shares))] if len(shares) == len(inputs.labels) else ""}
              for r in inputs.runs for lang, shares in sorted(r.predicted.items()) if max(shares) >= CONSTANT_SHARE]
@@ -219,6 +227,7 @@ def build(inputs: Inputs, split: str = "test") -> dict:
              if plain_task(t) in contract_tasks.TASKS and contract_tasks.get(plain_task(t)).target_data}
     return {"experiment": inputs.experiment, "source": inputs.source, "split": split, "languages": languages,
             "accuracy": accuracy, "gain": gains, "interaction": interaction, "mlmAblation": ablation,
+            "claims": {**family, "alpha": stats.ALPHA, "minSeedsPerLanguage": stats.CLAIM_MIN_SEEDS},
             "architecture": architecture,
             "alignment": inputs.alignment, "predicted": predicted, "labels": inputs.labels,
             "constantPredictors": flags, "targetDataNotes": notes, "missing": inputs.missing,
@@ -226,30 +235,46 @@ def build(inputs: Inputs, split: str = "test") -> dict:
 
 
 def _interaction(by: dict, moe: str, dense: str, task: str, languages: list[str], split: str, how: str) -> dict:
-    per_lang, pvalues = {}, {}
+    """(MoE task - MoE base) - (dense task - dense base): paired by seed (the claim) and as a pooled
+    two-way contrast of unpaired cells (every seed counts, no pairing assumed)."""
+    arms = [(1, by[moe][task]), (-1, by[moe][BASELINE]), (-1, by[dense][task]), (1, by[dense][BASELINE])]
+    per_lang = {}
     for lang in languages:
-        gm = {s: _value(r, lang, split) - _value(by[moe][BASELINE][s], lang, split)
-              for s, r in by[moe][task].items() if s in by[moe][BASELINE]}
-        gd = {s: _value(r, lang, split) - _value(by[dense][BASELINE][s], lang, split)
-              for s, r in by[dense][task].items() if s in by[dense][BASELINE]}
-        seeds = sorted(set(gm) & set(gd))
-        if not seeds:
-            continue
-        paired = stats.t_interval([gm[s] - gd[s] for s in seeds])
-        pooled = stats.pooled_interaction({
-            "moe_task": [_value(r, lang, split) for r in by[moe][task].values()],
-            "moe_base": [_value(r, lang, split) for r in by[moe][BASELINE].values()],
-            "dense_task": [_value(r, lang, split) for r in by[dense][task].values()],
-            "dense_base": [_value(r, lang, split) for r in by[dense][BASELINE].values()]})
-        per_lang[lang] = {"paired": paired, "pooled": pooled}
-        if lang != AVG:
-            pvalues[lang] = paired["p"]
-    adjusted = stats.holm(pvalues)
-    for lang, p in adjusted.items():
-        per_lang[lang]["paired"]["pHolm"] = p
+        paired = _contrast(arms, lang, split)
+        if paired:
+            per_lang[lang] = {"paired": paired, "pooled": _contrast(arms, lang, split, paired=False)}
     avg = per_lang.get(AVG, {}).get("paired", {})
-    mdi = stats.minimum_detectable(avg["n"], avg["sd"]) if avg.get("sd") else None
-    return {"languages": per_lang, "comparison": how, "minimumDetectable": mdi}
+    return {"languages": per_lang, "comparison": how,
+            "minimumDetectable": stats.minimum_detectable(avg.get("se"), avg.get("df"))}
+
+
+def _adjust(interaction: dict) -> dict:
+    """Every claim the text makes, with the family-wise error at most alpha over all of them, by serial
+    gatekeeping: first each comparison's average (Holm over the comparisons); then, only if every
+    average differs, each language of comparisons with enough seeds (Holm over all of those). The
+    averages are the research question, so exploratory per-language tests do not dilute them, and a
+    language is never claimed where its comparison's average is not. Writes pHolm beside each p tested."""
+    averages = {key: result["languages"][AVG]["paired"]["pClaim"] for key, result in interaction.items()
+                if AVG in result["languages"] and result["languages"][AVG]["paired"]["p"] is not None}
+    adjusted = stats.holm(averages)
+    for key, p in adjusted.items():
+        interaction[key]["languages"][AVG]["paired"]["pHolm"] = p
+    gate = bool(adjusted) and all(p < stats.ALPHA for p in adjusted.values()) and len(adjusted) == len(interaction)
+    languages = {(key, lang): r["paired"]["pClaim"] for key, result in interaction.items()
+                 for lang, r in result["languages"].items()
+                 if lang != AVG and r["paired"]["p"] is not None and r["paired"]["n"] >= stats.CLAIM_MIN_SEEDS}
+    if gate:
+        for (key, lang), p in stats.holm(languages).items():
+            interaction[key]["languages"][lang]["paired"]["pHolm"] = p
+    return {"averages": len(averages), "languages": len(languages), "languagesTested": gate and bool(languages)}
+
+
+def claims(report: dict) -> list[tuple[str, str, float]]:
+    """(comparison, language, sign) of every difference the report claims: Holm-adjusted p below alpha."""
+    alpha = report["claims"]["alpha"]
+    return [(key, lang, math.copysign(1.0, r["paired"]["mean"]))
+            for key, result in sorted(report["interaction"].items())
+            for lang, r in result["languages"].items() if r["paired"].get("pHolm", 1.0) < alpha]
 
 
 def excludes_zero(ci: dict) -> bool:
@@ -258,7 +283,7 @@ def excludes_zero(ci: dict) -> bool:
 
 def plan_power(seeds: int, sd: float = ASSUMED_SEED_SD) -> str:
     """What `stilts plan` says about the grid's power before any run."""
-    mdi = stats.minimum_detectable(seeds, sd / 100)
+    mdi = stats.minimum_detectable(sd / 100 / seeds ** 0.5, seeds - 1) if seeds > 1 else None
     if mdi is None:
         return (f"{seeds} seed: no interval for the dense-vs-MoE gain difference; use at least 2 seeds "
                 "(3 detect about 3 points, 10 about 1)")
@@ -287,7 +312,7 @@ def to_text(report: dict) -> str:
                  for lang in langs}
         rows.append(["all runs"] + [f"{every[lang] * 100:.1f}" for lang in langs])
         lines += _table([header] + rows)
-        lines += ["", "95% intervals of the average (bootstrap over seeds and test items):"]
+        lines += ["", "95% intervals of the average (" + METHOD + "):"]
         lines += [f"  {k}: {_fmt(v[AVG])}" for k, v in sorted(report["accuracy"].items()) if AVG in v]
     if report["predicted"]:
         labels = report["labels"]
@@ -304,7 +329,7 @@ def to_text(report: dict) -> str:
             per = " ".join(f"{k} {v * 100:.0f}" for k, v in sorted(a.get("byLanguage", {}).items()))
             lines.append(f"  {backbone}: {a['mean'] * 100:.1f}%" + (f"  ({per})" if per else ""))
     if report["gain"]:
-        lines += ["", "Gain over the backbone's baseline (points), mean [95% interval, seeds and items]", ""]
+        lines += ["", "Gain over the backbone's baseline (points), paired by seed, mean [95% interval]", ""]
         lines += _table([["backbone/task", AVG] + [lang for lang in langs if lang != AVG]]
                         + [[k, _fmt(v[AVG], sign=True)] + [f"{v[lang]['mean'] * 100:+.1f}" for lang in langs
                                                             if lang != AVG and lang in v]
@@ -319,27 +344,45 @@ def to_text(report: dict) -> str:
                                                             if lang != AVG and lang in v]
                            for k, v in sorted(report["mlmAblation"].items()) if AVG in v])
     if report["interaction"]:
-        lines += ["", "Research question: gain(MoE) - gain(dense), points, mean [95% interval]", ""]
+        family, alpha = report["claims"], report["claims"]["alpha"]
+        lines += ["", "Research question: gain(MoE) - gain(dense), points, mean [95% interval]",
+                  f"Claims: each comparison's average, Holm-adjusted over the {family['averages']}; then, only if "
+                  f"every average differs, each language (from {family['minSeedsPerLanguage']} seeds), Holm-adjusted "
+                  f"over all {family['languages']}. The chance of any false claim is at most 5%.", ""]
         for key, result in sorted(report["interaction"].items()):
             avg = result["languages"].get(AVG)
             if not avg:
                 continue
             paired, pooled = avg["paired"], avg["pooled"]
+            adjusted = paired.get("pHolm")
             if paired["low"] is None:
                 verdict = "one seed: no interval, no conclusion"
+            elif adjusted is not None and adjusted < alpha:
+                verdict = f"the gain differs between MoE and dense (Holm-adjusted p = {adjusted:.2g})"
             elif excludes_zero(paired):
-                verdict = "interval excludes 0: the gain differs between MoE and dense"
+                verdict = (f"interval excludes 0 on its own, but not after Holm's adjustment (p = {adjusted:.2g}): "
+                           "no claim")
             else:
                 verdict = "interval includes 0: no evidence the gain differs"
-            lines.append(f"  {key}: paired by seed {_fmt(paired, sign=True)}; pooled two-way "
-                         f"{_fmt(pooled, sign=True)}  -> {verdict}")
+            # The pooled contrast adds what pairing drops: it is shown when some seeds are unpaired (with
+            # every seed paired it is only wider, as it ignores what a seed shares across a backbone's runs).
+            unpaired = f"; pooled two-way over all {pooled['n']} runs {_fmt(pooled, sign=True)}" \
+                if pooled and pooled["n"] > 4 * paired["n"] else ""
+            lines.append(f"  {key}: paired by seed {_fmt(paired, sign=True)}{unpaired}  -> {verdict}")
             lines.append(f"    compared {result['comparison']}")
             if result["minimumDetectable"]:
                 lines.append(f"    smallest difference these seeds detect (80% power): "
                              f"{result['minimumDetectable'] * 100:.1f} points")
-            sig = [lang for lang, r in result["languages"].items() if lang != AVG and r["paired"].get("pHolm", 1) < 0.05]
-            lines.append("    per language, after Holm's adjustment over languages: "
-                         + (f"the gain differs for {', '.join(sig)}" if sig else "no language differs"))
+            if paired["n"] < family["minSeedsPerLanguage"]:
+                lines.append(f"    per language: no claims with {paired['n']} seed(s); they need "
+                             f"{family['minSeedsPerLanguage']}")
+            elif not family["languagesTested"]:
+                lines.append("    per language: not tested, since not every comparison's average differs")
+            else:
+                sig = [lang for lang, r in result["languages"].items()
+                       if lang != AVG and r["paired"].get("pHolm", 1) < alpha]
+                lines.append("    per language, after Holm's adjustment: "
+                             + (f"the gain differs for {', '.join(sig)}" if sig else "no language differs"))
     elif report["gain"]:
         lines += ["", "Research question: needs a dense and an MoE backbone, each with a baseline."]
     if report["missing"]:

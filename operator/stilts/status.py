@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 from .plan import Job
-from .reconcile import counts, phase
+from .reconcile import TERMINAL, counts, phase
 
 MAX_LISTED = 10      # failed and waiting jobs named in the status; `stilts status` lists them all
 MESSAGE_LENGTH = 200
@@ -29,7 +29,7 @@ def eta(jobs: list[Job], records: dict, max_active: int) -> float | None:
         rec = records.get(job.hash, {})
         if rec.get("state") == "Succeeded" and rec.get("created"):
             durations.setdefault(job.phase, []).append(rec["since"] - rec["created"])
-    left = [j for j in jobs if records.get(j.hash, {}).get("state") not in ("Succeeded", "Failed", "Blocked")]
+    left = [j for j in jobs if records.get(j.hash, {}).get("state") not in TERMINAL]
     if not left:
         return 0.0
     if any(j.phase not in durations for j in left):

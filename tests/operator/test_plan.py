@@ -208,3 +208,32 @@ def test_the_mlm_ablation_needs_intermediate_tasks():
            "backbones": [{"name": "dense", "model": "stilts/tiny-xlmr", "gpusPerWorker": 0}]}
     with pytest.raises(SpecError, match="spec.mlmMix"):
         parse_spec(raw)
+
+
+def test_control_arms_launch_like_the_dense_backbone_they_copy():
+    """The <dense>-cp<steps> control arm is not in spec.backbones; its jobs must still run with the dense
+    backbone's shape and requests (it once fell back to defaults and asked for a GPU with gpusPerWorker 0)."""
+    from stilts import manifests
+
+    spec = parse_spec({"dataSource": "synthetic", "intermediateTasks": ["anli"], "seeds": [1], "backbones": [
+        {"name": "dense", "model": "stilts/tiny-xlmr", "gpusPerWorker": 0, "workers": 2,
+         "resources": {"cpu": "3", "memory": "5Gi"}},
+        {"name": "moe", "model": "stilts/tiny-xlmr", "architecture": "moe", "gpusPerWorker": 0, "workers": 2,
+         "moe": {"experts": 4, "expertParallelSize": 2, "upcycleSteps": 50}}]})
+    jobs = plan(spec)
+    control = [j for j in jobs if j.backbone == "dense-cp50"]
+    assert {j.phase for j in control} == {"pretrain", "intermediate", "target", "evaluate"}
+    for job in control:
+        assert (job.launch.workers, job.launch.processes, job.launch.gpus) == (2, 1, 0)
+        assert manifests.resources(job) == {"requests": {"cpu": "3", "memory": "5Gi"}, "limits": {"memory": "5Gi"}}
+    moe = next(j for j in jobs if j.backbone == "moe" and j.phase == "target")
+    assert manifests.resources(moe)["requests"] == {"cpu": "4", "memory": "16Gi"}  # the MoE default, no GPU
+
+
+def test_a_spec_the_trainer_would_refuse_is_refused_at_plan_time(monkeypatch):
+    """plan.Job carries the job as the trainer's own model validated it: what the trainer would reject
+    at start-up (here its synthetic world) stops the plan instead, naming the field."""
+    monkeypatch.setattr(P, "SYNTHETIC_WORLD", 999)
+    with pytest.raises(SpecError, match="syntheticWorld"):
+        plan(parse_spec({"dataSource": "synthetic", "seeds": [1], "backbones": [
+            {"name": "dense", "model": "stilts/tiny-xlmr", "gpusPerWorker": 0}]}))

@@ -159,14 +159,13 @@ def test_every_head_learns_on_a_shared_encoder(pretrained):
         assert after[name] < 0.8 * before[name], (name, before[name], after[name])
 
 
-def test_targets_written_before_heads_json_still_load(tmp_path, tokenizer):
-    """A stilts 0.1 target wrote one classification head as head.pt; evaluate still reads it."""
-    encoder = model.tiny_mlm("stilts/tiny-xlmr", tokenizer).roberta
-    net = model.TaskModel(encoder, [model.HeadSpec("mnli", "classification", tasks.get("mnli").labels)])
+def test_a_parent_without_heads_is_bad_input_naming_the_parent(tmp_path):
+    """A directory with no heads.json (stilts 0.1 wrote head.pt; current plans never reuse those jobs) is
+    refused as bad input that names the parent, not retried."""
+    from stilts_trainer.job import JobError
+
     directory = tmp_path / "target" / "model"
     directory.mkdir(parents=True)
-    torch.save(net.heads["mnli"].state_dict(), directory / "head.pt")
-    (tmp_path / "target" / "job.json").write_text('{"task": "mnli"}')
-    specs, state = model.load_heads(str(directory))
-    assert specs == [model.HeadSpec("mnli", "classification", tasks.get("mnli").labels)]
-    assert all(torch.equal(state[k], v) for k, v in net.heads.state_dict().items())
+    (directory / "head.pt").write_bytes(b"")
+    with pytest.raises(JobError, match="parent: .* has no task heads"):
+        model.load_heads(str(directory))

@@ -102,3 +102,23 @@ def test_tasks_on_local_files_need_data_dir(tmp_path, task):
     assert "dataDir" in message and "ccgbank" in message, message
     raw["dataDir"] = str(tmp_path)
     assert parse(raw).data_dir == str(tmp_path)
+
+
+@pytest.mark.parametrize("error, code", [(JobError("hyperparameters.x: bad"), 2), (ValueError("a library's"), None)])
+def test_only_bad_input_is_exit_2(tmp_path, monkeypatch, error, code):
+    """Exit 2 is never retried, so it must mean bad input only: a library's ValueError is an ordinary
+    failure (it propagates, the process exits 1, and the executor retries)."""
+    from stilts_trainer import __main__ as cli, phases
+
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(job_body("pretrain", tmp_path / "out")))
+
+    def fail(job):
+        raise error
+
+    monkeypatch.setattr(phases, "run", fail)
+    if code is None:
+        with pytest.raises(ValueError, match="a library's"):
+            cli.main(["--job", str(path)])
+    else:
+        assert cli.main(["--job", str(path)]) == code

@@ -1,7 +1,8 @@
 """`python -m stilts_trainer --job job.json` runs one phase; `python -m stilts_trainer tasks` lists tasks.
 
-Exit codes (stilts_contract.names.Exit): 0 when COMPLETE is written, 2 for bad input (one line naming the
-field; executors never retry it), 1 otherwise.
+Exit codes (stilts_contract.names.Exit): 0 when COMPLETE is written, 2 for bad input only (JobError,
+DataError or an unsafe checkpoint: one line naming the field; executors never retry it), 1 for anything
+else, which executors retry.
 """
 
 from __future__ import annotations
@@ -27,13 +28,19 @@ def _quiet_libraries() -> None:
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
 
 
-def list_tasks() -> int:
+def list_tasks(markdown: bool = False) -> int:
+    """The task registry as a table (--markdown: the one docs/tasks.md carries, kept equal by a test)."""
     from . import tasks
 
     rows = [("name", "format", "source", "metric")]
     for name in tasks.names():
         t = tasks.get(name)
         rows.append((name, t.format, t.source, t.metric))
+    if markdown:
+        print("| task | format | source | metric |\n|---|---|---|---|")
+        for name, fmt, source, metric in rows[1:]:
+            print(f"| `{name}` | {fmt} | {source} | {metric} |")
+        return 0
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -44,9 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stilts_trainer", description=__doc__.splitlines()[0])
     parser.add_argument("command", nargs="?", choices=["run", "tasks"], default="run")
     parser.add_argument("--job", help="path of the job.json to run")
+    parser.add_argument("--markdown", action="store_true", help="tasks: print the table as Markdown")
     args = parser.parse_args(argv)
     if args.command == "tasks":
-        return list_tasks()
+        return list_tasks(args.markdown)
     if not args.job:
         parser.error("--job is required (the path of a job.json)")
     fmt = "%(asctime)s rank" + os.environ.get("RANK", "0") + " %(levelname)s %(message)s"
@@ -68,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     except HubUnavailable as err:  # one line, and worth retrying
         print(f"stilts_trainer: error: {err}", file=sys.stderr)
         return Exit.FAILED
-    except (DataError, ValueError, UnsafeCheckpoint) as err:  # retrying cannot fix these
+    except (JobError, DataError, UnsafeCheckpoint) as err:  # bad input: retrying cannot fix these
         return bad_input(err)
+    # Anything else (a library's ValueError included) propagates: exit 1, retried.
     logging.getLogger("stilts_trainer").info("done: %s", summary)
     return Exit.OK
 

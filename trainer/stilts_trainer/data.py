@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from stilts_contract import rules
+from stilts_contract.job import JobError
 
 from . import formats, tasks
 from .tasks import Task
@@ -201,13 +202,13 @@ class Schedule:
 def schedule(num_examples: int, batch_size: int, micro_batch: int, world: int) -> Schedule:
     problem = rules.batch_fits_world(batch_size, micro_batch, world)
     if problem:
-        raise ValueError(f"hyperparameters.{problem}")
+        raise JobError(f"hyperparameters.{problem}")
     per_step = micro_batch * world
     accumulation = batch_size // per_step
     micro = num_examples // per_step
     micro -= micro % accumulation
     if micro == 0:
-        raise ValueError(f"hyperparameters.batchSize ({batch_size}) is larger than the training set "
+        raise JobError(f"hyperparameters.batchSize ({batch_size}) is larger than the training set "
                          f"({num_examples} examples)")
     return Schedule(micro_batch, world, accumulation, micro)
 

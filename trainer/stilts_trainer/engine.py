@@ -103,6 +103,9 @@ def deepspeed_config(job: Job, sched: data.Schedule, total_steps: int, device: t
         "fp16": {"enabled": fp16},
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
+        # On by default, DeepSpeed's throughput timer synchronizes the device at every forward and every
+        # step (tests/trainer/sync_checks.py counts them); stilts measures tokens/s itself.
+        "timers": {"throughput": {"enabled": False}},
     }
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from stilts_contract import job as contract
-from stilts_contract.job import (BackboneRef, DeepSpeed, Hyperparameters, Job, JobError, MoE,  # noqa: F401
+from stilts_contract.job import (BackboneRef, DeepSpeed, Hyperparameters, Job, JobError, MlmMix, MoE,  # noqa: F401
                                  dump)
 
 from .checkpoint import is_complete

@@ -20,6 +20,7 @@ from torch import nn
 from dataclasses import asdict, dataclass
 
 from stilts_contract.names import MAX_SEQ_LENGTH
+from stilts_contract.job import JobError
 
 from . import backbones, formats, moe
 from transformers import (AutoTokenizer, PreTrainedTokenizerFast, XLMRobertaConfig,
@@ -116,11 +117,11 @@ class TaskModel(nn.Module):
     def forward(self, input_ids, attention_mask, task: str | None = None, **targets) -> dict:
         if task is None:
             if len(self.heads) != 1:
-                raise ValueError(f"a model with heads {list(self.heads)} needs the task of the batch")
+                raise RuntimeError(f"a model with heads {list(self.heads)} needs the task of the batch")
             task = next(iter(self.heads))
         if task == MLM:
             if self.lm_head is None:
-                raise ValueError("a masked-LM batch needs a model built with its masked-LM head")
+                raise RuntimeError("a masked-LM batch needs a model built with its masked-LM head")
             hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
             return _add_aux(masked_lm_loss(self.lm_head, hidden, targets["labels"]), self.encoder, self.aux)
         shape = input_ids.shape
@@ -163,7 +164,7 @@ def freeze_bottom(encoder: XLMRobertaModel, layers: int) -> None:
     if layers <= 0:
         return
     if layers > len(encoder.encoder.layer):
-        raise ValueError(f"hyperparameters.frozenLayers: {layers} is more than the encoder's "
+        raise JobError(f"hyperparameters.frozenLayers: {layers} is more than the encoder's "
                          f"{len(encoder.encoder.layer)} layers")
     for module in [encoder.embeddings, *encoder.encoder.layer[:layers]]:
         for param in module.parameters():
@@ -208,15 +209,8 @@ def save_model(model: nn.Module, tokenizer, directory: Path, backbone, is_main: 
 def load_heads(directory: str) -> tuple[list[HeadSpec], dict]:
     """The heads a target (or intermediate) job saved: their specs and weights."""
     path, weights = Path(directory) / HEADS_FILE, Path(directory) / HEADS_WEIGHTS
-    legacy = Path(directory) / "head.pt"  # stilts 0.1 targets: one classification head, no heads.json
-    if not path.is_file() and legacy.is_file():
-        from . import tasks
-
-        task = tasks.get(json.loads((Path(directory).parent / "job.json").read_text())["task"])
-        state = torch.load(legacy, weights_only=True)
-        return [HeadSpec(task.name, task.format, task.labels)], {f"{task.name}.{k}": v for k, v in state.items()}
     if not path.is_file():
-        raise ValueError(f"parent: {Path(directory).parent} has no task heads ({HEADS_FILE}); evaluate needs the "
+        raise JobError(f"parent: {Path(directory).parent} has no task heads ({HEADS_FILE}); evaluate needs the "
                          "output of a target job")
     specs = [HeadSpec(h["task"], h["format"], tuple(h["labels"])) for h in json.loads(path.read_text())]
     return specs, torch.load(weights, weights_only=True)

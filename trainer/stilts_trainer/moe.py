@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from stilts_contract import rules
+from stilts_contract.job import JobError
 from torch import nn
 
 log = logging.getLogger("stilts_trainer")
@@ -79,27 +80,30 @@ class MoEOutput(nn.Module):
         tokens = hidden_states.reshape(-1, width)
         used = self.token_mask.reshape(-1).bool() if self.token_mask is not None else None
         self.capacity_tokens = tokens.shape[0]  # what DeepSpeed sizes expert capacity from
-        if used is None or used.numel() != tokens.shape[0] or bool(used.all()):
+        if used is None or used.numel() != tokens.shape[0]:
             out, aux, counts = self.moe(hidden_states)
             self.aux_loss, self.counts, self.tokens = aux, counts.detach(), tokens.shape[0]
             return self.LayerNorm(self.dropout(out) + input_tensor)
+        # Shapes only, no host reads of the mask (each would stall the host on a GPU, twice per layer):
+        # a stable sort puts real tokens first, every token is scattered back, padding's output is zeroed.
         order = torch.argsort((~used).to(torch.int8), stable=True)
-        real = int(used.sum())
         out, _, _ = self.moe(tokens[order].unsqueeze(0))
-        out = torch.zeros_like(tokens).index_copy(0, order[:real], out.reshape(-1, width)[:real])
-        self.aux_loss, self.counts = balance_loss(gate, tokens[used])
-        self.tokens = real
+        out = torch.empty_like(tokens).index_copy(0, order, out.reshape(-1, width)) * used.unsqueeze(1).to(tokens.dtype)
+        self.aux_loss, self.counts = balance_loss(gate, tokens, used)
+        self.tokens = used.sum()  # a device scalar, read only when load statistics are reported
         return self.LayerNorm(self.dropout(out.reshape(hidden_states.shape)) + input_tensor)
 
 
-def balance_loss(gate, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def balance_loss(gate, tokens: torch.Tensor, used: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """GShard's load-balancing loss, as DeepSpeed computes it (E x sum over experts of the mean router
     probability times the share of tokens whose first choice it is), and the first-choice counts, over
-    the given tokens only."""
+    the used tokens only (masked means: selecting them would read the mask on the host)."""
     gates = torch.softmax(torch.nn.functional.linear(tokens.float(), gate.wg.weight.float()), dim=1)
     experts = gates.shape[1]
-    first = torch.nn.functional.one_hot(gates.argmax(dim=1), experts).float()
-    loss = (gates.mean(0) * first.mean(0)).sum() * experts
+    weight = used.float().unsqueeze(1)
+    first = torch.nn.functional.one_hot(gates.argmax(dim=1), experts).float() * weight
+    count = weight.sum().clamp(min=1)
+    loss = ((gates * weight).sum(0) / count * first.sum(0) / count).sum() * experts
     return loss, first.sum(0).detach().long()
 
 
@@ -107,7 +111,7 @@ def layer_indices(num_layers: int, settings) -> list[int]:
     if settings.layers:
         bad = [i for i in settings.layers if not 0 <= i < num_layers]
         if bad:
-            raise ValueError(f"backbone.moe.layers: {bad} out of range for a {num_layers}-layer model")
+            raise JobError(f"backbone.moe.layers: {bad} out of range for a {num_layers}-layer model")
         return sorted(set(settings.layers))
     return [i for i in range(num_layers) if (i + 1) % settings.every_n_layers == 0]
 
@@ -118,7 +122,7 @@ def effective_ep_size(settings, world: int, training: bool = True) -> int:
     checkpoints load at any size."""
     problem = rules.ep_divides_world(settings.expert_parallel_size, world) if training else None
     if problem:
-        raise ValueError(f"backbone.{problem}")
+        raise JobError(f"backbone.{problem}")
     ep = math.gcd(settings.expert_parallel_size, world)
     if ep != settings.expert_parallel_size:
         log.info("expert-parallel size %d does not fit world size %d; using %d", settings.expert_parallel_size,
@@ -176,7 +180,7 @@ def load_stats(module: nn.Module) -> dict:
             cf = gate.capacity_factor if m.training else gate.eval_capacity_factor
             capacity = max(math.ceil(m.capacity_tokens / len(m.counts) * cf * k), gate.min_capacity)
             dropped += float(torch.clamp(m.counts.float().cpu() - capacity, min=0).sum())
-        routes += m.tokens * k
+        routes += float(m.tokens) * k
     return {"expert_share": (total / total.sum().clamp(min=1)).tolist(), "dropped_share": dropped / max(routes, 1)}
 
 
@@ -240,7 +244,7 @@ def load_state(module: nn.Module, source: str, prefix_from: str = "", drop_prefi
     meta = json.loads((src / MOE_FILE).read_text())
     moe = moe_layers(module)
     if moe[0].moe.num_experts != meta["experts"]:
-        raise ValueError(f"backbone.moe.experts: the checkpoint {source} has {meta['experts']} experts, "
+        raise JobError(f"backbone.moe.experts: the checkpoint {source} has {meta['experts']} experts, "
                          f"the job asks for {moe[0].moe.num_experts}")
     local = moe[0].moe.num_local_experts
     first = _ep_rank(moe[0]) * local
@@ -261,5 +265,5 @@ def load_state(module: nn.Module, source: str, prefix_from: str = "", drop_prefi
     missing, unexpected = module.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
-        raise ValueError(f"parent: MoE checkpoint {source} does not match the model "
+        raise JobError(f"parent: MoE checkpoint {source} does not match the model "
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]}); were backbone.moe.layers changed?")

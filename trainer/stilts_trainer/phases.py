@@ -22,13 +22,14 @@ from . import backbones, data, diagnostics, engine, feature_cache, formats, mode
 from .formats import tagging
 from .sampling import TrainingSet
 from .checkpoint import is_complete, mark_complete, write_json_atomic, write_termination_message
-from .job import Job, dump
+from .job import Job, JobError, MlmMix, dump
 from .metrics import TrainerMetrics
 
 log = logging.getLogger("stilts_trainer")
 
 SYNTHETIC_CORPUS_PER_LANGUAGE = 1500
-HUB_CORPUS = ("wikimedia/wikipedia", "20231101.{lang}", "text")  # per-language MLM text for continued pretraining
+# Per-language masked-LM text for continued pretraining: the ablation's default corpus, defined once.
+HUB_CORPUS = (MlmMix().corpus, MlmMix().corpus_config, MlmMix().text_field)
 
 
 def model_source(job: Job) -> str:
@@ -115,7 +116,7 @@ def pretrain(job: Job, ctx: engine.Context) -> dict:
         dist.barrier()
         tokenizer = model.load_tokenizer(str(tok_dir))
         if job.backbone.architecture == "moe":
-            raise ValueError("backbone.architecture: a tiny model is built dense; upcycle it in a later job "
+            raise JobError("backbone.architecture: a tiny model is built dense; upcycle it in a later job "
                              "(give this job's output as parent)")
         torch.manual_seed(job.seed)
         mlm = model.tiny_mlm(job.backbone.model, tokenizer)
@@ -286,11 +287,11 @@ def evaluate(job: Job, ctx: engine.Context) -> dict:
     tokenizer = model.load_tokenizer(source)
     module = model.load_task_model(source, job.backbone, ctx.world).to(ctx.device)
     if len(module.specs) != 1:
-        raise ValueError(f"parent: {Path(source).parent} has heads {list(module.specs)}; evaluate needs the output "
+        raise JobError(f"parent: {Path(source).parent} has heads {list(module.specs)}; evaluate needs the output "
                          "of a target job (one classifier)")
     (head,) = module.specs.values()
     if (head.format, head.labels) != (task.format, task.labels):
-        raise ValueError(f"task: the parent's {head.task} head predicts {head.labels}, {task.name} needs {task.labels}")
+        raise JobError(f"task: the parent's {head.task} head predicts {head.labels}, {task.name} needs {task.labels}")
     per_language, predicted, correct = {}, {}, {}
     started = time.perf_counter()
     for language in job.languages:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable
 
+from stilts_contract.job import JobError
+
 from . import data
 
 
@@ -22,7 +24,7 @@ def mix_weights(sizes: dict[str, int], temperature: float, cap: int) -> dict[str
     """Sampling probabilities of a mix: proportional to size, capped at `cap` examples (0: no cap),
     flattened by `temperature` (1: proportional; large: uniform)."""
     if temperature <= 0:
-        raise ValueError("multitaskTemperature must be > 0")
+        raise JobError("hyperparameters.multitaskTemperature must be > 0")
     raw = {t: (min(n, cap) if cap else n) ** (1 / temperature) for t, n in sizes.items()}
     total = sum(raw.values())
     return {t: w / total for t, w in raw.items()}
@@ -45,7 +47,7 @@ class TrainingSet:
     def __post_init__(self):
         self.tasks = list(self.features)
         if self.weights is None and len(self.tasks) != 1:
-            raise ValueError("a training set of several tasks needs mixing weights")
+            raise RuntimeError("a training set of several tasks needs mixing weights")
 
     @property
     def epoch_size(self) -> int:
@@ -70,7 +72,7 @@ class Stream:
         per_step = sched.micro_batch * sched.world
         for name in names:
             if len(training.features[name]) < per_step:
-                raise ValueError(f"task {name}: {len(training.features[name])} training examples, fewer than one "
+                raise data.DataError(f"task {name}: {len(training.features[name])} training examples, fewer than one "
                                  f"micro-batch x world size ({per_step}); lower microBatchSize or give more data")
         seen: dict[str, int] = {}
         self.position = []

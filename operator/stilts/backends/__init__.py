@@ -42,10 +42,6 @@ class Backend:
     # operator fences on pods); Foreground also keeps the child visible meanwhile.
     delete_propagation: str = "Foreground"
 
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}"
-
 
 def condition(obj: dict, kind: str) -> dict | None:
     """The object's condition of that type when it is true."""

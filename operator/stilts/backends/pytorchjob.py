@@ -17,13 +17,13 @@ LEADER_LABEL = ("training.kubeflow.org/replica-type", "master")
 
 def manifest(experiment: dict, job, attempt: int, name: str, template: dict, metadata: dict) -> dict:
     replicas = {"Master": {"replicas": 1, "restartPolicy": "Never", "template": template}}
-    if job.workers > 1:
-        replicas["Worker"] = {"replicas": job.workers - 1, "restartPolicy": "Never", "template": template}
+    if job.launch.workers > 1:
+        replicas["Worker"] = {"replicas": job.launch.workers - 1, "restartPolicy": "Never", "template": template}
     return {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": metadata,
             "spec": {"runPolicy": {"cleanPodPolicy": "None",
                                    # Kueue admits a suspended job by resuming it; stilts never suspends one.
                                    "suspend": bool(metadata["labels"].get("kueue.x-k8s.io/queue-name"))},
-                     "nprocPerNode": str(job.processes_per_worker),
+                     "nprocPerNode": str(job.launch.processes),
                      "pytorchReplicaSpecs": replicas}}
 
 

@@ -22,11 +22,11 @@ LEADER_LABELS = {"jobset.sigs.k8s.io/job-index": "0", "batch.kubernetes.io/job-c
 def manifest(experiment: dict, job, attempt: int, name: str, template: dict, metadata: dict) -> dict:
     pod = template["spec"]
     container = pod["containers"][0]
-    nodes = job.workers
+    nodes = job.launch.workers
     spec = {
         "runtimeRef": {"name": RUNTIME, "kind": "ClusterTrainingRuntime", "apiGroup": "trainer.kubeflow.org"},
         "trainer": {"image": container["image"], "command": container["command"], "env": container["env"],
-                    "numNodes": nodes, "numProcPerNode": job.processes_per_worker,
+                    "numNodes": nodes, "numProcPerNode": job.launch.processes,
                     "resourcesPerNode": container["resources"]},
         "runtimePatches": [{"manager": MANAGER, "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [{
             "name": REPLICATED_JOB, "template": {"spec": {"template": {

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from stilts_contract.job import JobError
+
 from torch import nn
 
 # Config attributes of hub MoE models (Mixtral, Qwen-MoE, Switch, DBRX, ...): their router needs an
@@ -46,7 +48,7 @@ def get(name: str) -> Architecture:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"backbone.architecture: {name!r} is not one of {sorted(_REGISTRY)}") from None
+        raise JobError(f"backbone.architecture: {name!r} is not one of {sorted(_REGISTRY)}") from None
 
 
 def refuse_native_moe(source: str) -> None:
@@ -57,7 +59,7 @@ def refuse_native_moe(source: str) -> None:
     keys = set(json.loads(config.read_text())) if config.is_file() else set()
     found = sorted(keys & set(NATIVE_MOE_KEYS))
     if found:
-        raise ValueError(f"backbone.model: {source} is a native mixture-of-experts model ({', '.join(found)} in its "
+        raise JobError(f"backbone.model: {source} is a native mixture-of-experts model ({', '.join(found)} in its "
                          "config); stilts trains dense XLM-R checkpoints and upcycles them itself (architecture: moe). "
                          "A native MoE needs its own entry in trainer/stilts_trainer/backbones/ with its auxiliary loss")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from transformers import XLMRobertaForMaskedLM, XLMRobertaModel
+from stilts_contract.job import JobError
 
 from .. import moe
 from . import Architecture, refuse_native_moe, register
@@ -10,7 +11,7 @@ from . import Architecture, refuse_native_moe, register
 
 def _check(source: str) -> None:
     if moe.is_moe_checkpoint(source):
-        raise ValueError("backbone.architecture: the parent is an MoE checkpoint; use architecture: moe")
+        raise JobError("backbone.architecture: the parent is an MoE checkpoint; use architecture: moe")
     refuse_native_moe(source)
 
 

@@ -39,7 +39,6 @@ class Task:
     hub: dict[str, tuple[HubSplit, ...]] = field(default_factory=dict)  # our split -> hub splits
     read_local: Callable[[str, str], list[dict]] | None = None  # (split, <dataDir>/<directory>) -> records
     synthetic: Callable[[str, int, str], list[dict]] | None = None  # (split, seed, language) -> records
-    paper_xnli: float | None = None            # XLM-R large + this task, XNLI test avg (Phang et al. 2020)
     notes: str = ""
 
     @property

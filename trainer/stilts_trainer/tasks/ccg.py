@@ -28,7 +28,8 @@ def read_auto(split: str, root: str) -> list[dict]:
                     continue
                 leaves = LEAF.findall(line)
                 if not leaves:
-                    raise ValueError(f"{path}: a derivation line without (<L ...>) leaves: {line[:80]!r}")
+                    from ..data import DataError  # data imports the task registry, so not at the top
+                    raise DataError(f"{path}: a derivation line without (<L ...>) leaves: {line[:80]!r}")
                 records.append({"tokens": [leaf[3] for leaf in leaves], "tags": [leaf[0] for leaf in leaves]})
     if not records:
         raise FileNotFoundError(f"no derivations for the {split} split in {auto} (sections {SECTIONS[split]})")

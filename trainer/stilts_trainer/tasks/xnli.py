@@ -22,6 +22,5 @@ xnli = register(Task(
         for split, hub_split in (("dev", "validation"), ("test", "test"))
     },
     synthetic=make_synthetic,
-    paper_xnli=None,
     notes="per-language hub config; the evaluate phase reads one language at a time",
 ))

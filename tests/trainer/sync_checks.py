@@ -1,0 +1,78 @@
+"""Host syncs per training step, counted on CPU: run by test_syncs.py in a child process (a process group
+must not leak into the test runner). Prints one JSON object.
+
+On a GPU, reading a device tensor on the host (item, bool, int, tolist) and the accelerator's
+synchronize() each stall the host until the device catches up, so the next step's kernels are not
+queued in time. On CPU the same calls happen on the same code paths, so they can be counted here. The
+count per step is the marginal one: two runs of one job that differ only in their number of steps, so
+start-up, evaluation and the save cancel out.
+
+    python tests/trainer/sync_checks.py PRETRAINED_DIR OUT_DIR
+"""
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import torch
+from deepspeed.accelerator import get_accelerator
+
+from stilts_trainer import job as contract, phases
+
+COUNTS: Counter = Counter()
+ACTIVE = [False]
+
+
+def _counting(name, original):
+    def wrapper(*args, **kwargs):
+        if ACTIVE[0]:
+            caller = sys._getframe(1)
+            where = f"{Path(caller.f_code.co_filename).name}:{caller.f_lineno}"
+            COUNTS[f"{name} {where}"] += 1
+        return original(*args, **kwargs)
+    return wrapper
+
+
+def instrument() -> None:
+    for name in ("item", "__bool__", "__int__", "tolist"):
+        setattr(torch.Tensor, name, _counting(name, getattr(torch.Tensor, name)))
+    accelerator = get_accelerator()
+    accelerator.synchronize = _counting("synchronize", accelerator.synchronize)
+
+
+def count(body: dict) -> Counter:
+    COUNTS.clear()
+    ACTIVE[0] = True
+    try:
+        phases.run(contract.parse(body))
+    finally:
+        ACTIVE[0] = False
+    return Counter(COUNTS)
+
+
+def body(phase_dir: Path, parent: Path, steps: int, backbone: dict) -> dict:
+    return {"phase": "target", "task": "mnli", "backbone": backbone, "dataSource": "synthetic",
+            "output": str(phase_dir), "parent": str(parent), "seed": 1, "checkpointEverySteps": 100000,
+            "hyperparameters": {"learningRate": 5e-4, "batchSize": 16, "microBatchSize": 16, "maxSteps": steps,
+                                "maxSeqLength": 48, "evalEverySteps": 100000, "evalExamples": 32,
+                                "maxTrainExamples": 2000, "warmupRatio": 0.1}}
+
+
+def main() -> None:
+    pretrained, out = Path(sys.argv[1]), Path(sys.argv[2])
+    instrument()
+    backbones = {"dense": {"name": "d", "model": "stilts/tiny-xlmr"},
+                 "moe": {"name": "m", "model": "stilts/tiny-xlmr", "architecture": "moe",
+                         "moe": {"experts": 4, "topK": 2, "everyNLayers": 2, "expertParallelSize": 1}}}
+    result = {}
+    for name, backbone in backbones.items():
+        short = count(body(out / f"{name}-20", pretrained, 20, backbone))
+        long = count(body(out / f"{name}-40", pretrained, 40, backbone))
+        per_step = {k: (long[k] - short[k]) / 20 for k in sorted(set(short) | set(long))}
+        result[name] = {k: v for k, v in per_step.items() if v}
+    json.dump(result, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
