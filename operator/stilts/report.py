@@ -29,7 +29,7 @@ from stilts_contract.names import BASELINE, COMPLETE, MLM_ARM, plain_task
 from . import stats
 
 AVG = "avg"
-METHOD = "t over seeds, plus the shared test items' sampling noise; Welch-Satterthwaite df"
+METHOD = "over seeds and the shared test items' sampling noise; see docs/statistics.md"
 CONSTANT_SHARE = 0.95   # a language whose predictions put this share on one label is flagged
 ASSUMED_SEED_SD = 1.0   # points: seed-to-seed SD of a gain difference on XNLI, before any run (see README)
 
@@ -345,10 +345,11 @@ def to_text(report: dict) -> str:
                            for k, v in sorted(report["mlmAblation"].items()) if AVG in v])
     if report["interaction"]:
         family, alpha = report["claims"], report["claims"]["alpha"]
+        then = (f"then, only if every average differs, each language, Holm-adjusted over all {family['languages']}"
+                if family["languages"] else f"no per-language claims (they need {family['minSeedsPerLanguage']} seeds)")
         lines += ["", "Research question: gain(MoE) - gain(dense), points, mean [95% interval]",
-                  f"Claims: each comparison's average, Holm-adjusted over the {family['averages']}; then, only if "
-                  f"every average differs, each language (from {family['minSeedsPerLanguage']} seeds), Holm-adjusted "
-                  f"over all {family['languages']}. The chance of any false claim is at most 5%.", ""]
+                  f"Claims: each comparison's average, Holm-adjusted over the {family['averages']}; {then}. "
+                  "The chance of any false claim is at most 5%.", ""]
         for key, result in sorted(report["interaction"].items()):
             avg = result["languages"].get(AVG)
             if not avg:
