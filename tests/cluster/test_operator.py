@@ -240,8 +240,9 @@ def test_experiment_runs_to_succeeded_in_order_within_the_bound(control_plane, o
     assert r.returncode == 0, r.stderr
     report = json.loads((out / "report.json").read_text())
     assert report["accuracy"]["dense/qqp"]["en"]["mean"] == 0.75
-    low, high = report["accuracy"]["dense/qqp"]["en"]["low"], report["accuracy"]["dense/qqp"]["en"]["high"]
-    assert low < 0.75 < high and high - low < 0.1, "one seed: the interval comes from the 1000 test items"
+    # One seed: its noise cannot be estimated, so there is no interval (the test items alone would
+    # understate the uncertainty), and the text shows the mean alone.
+    assert report["accuracy"]["dense/qqp"]["en"]["low"] is None, "one seed: no interval"
     assert report["gain"]["moe/qqp"]["de"]["mean"] == pytest.approx(0.05)
     assert report["missing"] == [] and (out / "heatmap.png").stat().st_size > 0
     assert "Research question" in (out / "report.txt").read_text()
