@@ -81,7 +81,7 @@ def free_port() -> int:
 
 
 def run(name: str, settings, steps: int, tmp: str) -> dict:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
+    cmd = [sys.executable, "-m", "stilts_trainer.launch", "--nproc-per-node", "2", "--master-port", str(free_port()),
            __file__, "--worker", "--steps", str(steps), "--tmp", tmp]
     if settings:
         cmd += ["--moe", json.dumps(settings)]

@@ -24,7 +24,7 @@ def trainer_command(job_path: Path, nproc: int = 1, nnodes: int = 1, node_rank: 
                     port: int | None = None) -> list[str]:
     if nproc == 1 and nnodes == 1:
         return [sys.executable, "-m", "stilts_trainer", "--job", str(job_path)]
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--nnodes", str(nnodes),
+    return [sys.executable, "-m", "stilts_trainer.launch", "--nproc-per-node", str(nproc), "--nnodes", str(nnodes),
             "--node-rank", str(node_rank), "--master-addr", "127.0.0.1", "--master-port", str(port or free_port()),
             "-m", "stilts_trainer", "--job", str(job_path)]
 

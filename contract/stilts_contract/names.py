@@ -36,9 +36,25 @@ PROGRESS = "progress.json"  # step, total steps and ETA of a running training ph
 class Exit(IntEnum):
     """What the trainer's exit code means to the executors that decide about retries."""
     OK = 0            # COMPLETE was written
-    FAILED = 1        # anything else: worth retrying (preemption, a lost node, a crash)
+    FAILED = 1        # anything else: worth retrying (a lost node, a crash), and counted against the budget
     BAD_INPUT = 2     # the job cannot succeed as written; one line names the field. Never retried.
+    PREEMPTED = 3     # stopped from outside (SIGTERM: preemption, a drain, a deletion) after committing a
+    #                   checkpoint where it could; retried without spending a retry
 
 
 def is_permanent(exit_code: int) -> bool:
     return exit_code == Exit.BAD_INPUT
+
+
+def is_preempted(exit_code: int) -> bool:
+    return exit_code == Exit.PREEMPTED
+
+
+def launcher_exit(worker_codes: list[int]) -> int:
+    """The one exit code a launcher of several workers reports: bad input wins (retrying cannot fix it),
+    then preemption (the other ranks' failures follow from it), then any failure."""
+    failed = [c for c in worker_codes if c != Exit.OK]
+    for code in (Exit.BAD_INPUT, Exit.PREEMPTED):
+        if code in failed:
+            return code
+    return Exit.FAILED if failed else Exit.OK

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stilts_contract import rules, summary as summaries
-from stilts_contract.names import COMPLETE, PROGRESS, TRAIN_LOG, Exit, is_permanent
+from stilts_contract.names import COMPLETE, PROGRESS, TRAIN_LOG, Exit, is_permanent, is_preempted
 
 from .plan import Job, job_json, plan
 from .reconcile import ACTIVE, Observed, Policy, counts, reconcile
@@ -166,8 +166,10 @@ class LocalExecutor:
                 text = (out / COMPLETE).read_text() if (out / COMPLETE).is_file() else ""
                 observed[name] = Observed("Succeeded", summary=summaries.encode(json.loads(text)) if text else "")
             else:
-                reason = "BadInput" if is_permanent(code) else f"Exit{code}" if code > 0 else f"Signal{-code}"
-                observed[name] = Observed("Failed", permanent=is_permanent(code), reason=reason,
+                reason = ("BadInput" if is_permanent(code) else "Preempted" if is_preempted(code)
+                          else f"Exit{code}" if code > 0 else f"Signal{-code}")
+                observed[name] = Observed("Failed", permanent=is_permanent(code), preempted=is_preempted(code),
+                                          reason=reason,
                                           message=f"{last_error(child.log)}  [log: {child.log}]")
         return observed
 
@@ -182,8 +184,8 @@ class LocalExecutor:
         (out / "job.json").write_text(json.dumps(body, indent=2))
         nproc = self.sizes[job.hash]
         cmd = [*self.trainer, "--job", str(out / "job.json")]
-        if nproc > 1:  # torchrun runs the same module: python -m torch.distributed.run ... -m stilts_trainer
-            launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)]
+        if nproc > 1:  # torchrun, keeping the trainer's exit codes: python -m stilts_trainer.launch ... -m stilts_trainer
+            launcher = [sys.executable, "-m", "stilts_trainer.launch", "--standalone", "--nproc-per-node", str(nproc)]
             cmd = launcher + cmd[1:] if cmd[0] == sys.executable else launcher + ["--no-python"] + cmd
         threads = max(1, self.cores // (nproc * sharing))
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}

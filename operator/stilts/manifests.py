@@ -2,7 +2,8 @@
 backend (backends/ wraps the pod template in its own kind).
 
 Per job attempt: a ConfigMap holding its job.json, and a child (PyTorchJob or TrainJob) whose pods
-run `torchrun -m stilts_trainer --job /etc/stilts/job.json`. Per experiment: the claim (unless one is
+run `python -m stilts_trainer.launch -m stilts_trainer --job /etc/stilts/job.json` (torchrun, keeping
+the trainer's exit codes). Per experiment: the claim (unless one is
 named), and two ConfigMaps that hold what does not fit an object's status at paper scale: the
 records of every job, and the results.
 """
@@ -16,8 +17,10 @@ import re
 from stilts_contract.names import TRAIN_LOG
 
 from .plan import Job, job_json
-from .spec import API_VERSION, KIND
+from .spec import API_VERSION, KIND, TERMINATION_GRACE_SECONDS
 
+# torchrun that keeps the trainer's exit codes (bad input, preempted): trainer/stilts_trainer/launch.py
+LAUNCHER = ("python", "-m", "stilts_trainer.launch")
 WORKSPACE = "/workspace"
 JOB_DIR = "/etc/stilts"
 TRAINER_METRICS_PORT = 9400
@@ -96,6 +99,11 @@ def config_map(experiment: dict, job: Job, attempt: int, name: str) -> dict:
             "data": {"job.json": json.dumps(body, indent=2, sort_keys=True)}}
 
 
+def shutdown_timeout(grace: int) -> int:
+    """What torchrun gives its workers after SIGTERM: the pod's grace less a margin to exit in."""
+    return max(5, grace - max(5, grace // 10))
+
+
 def resources(job: Job) -> dict:
     """Requests (and limits for memory and GPUs) of one trainer container, from the planned launch."""
     launch = job.launch
@@ -110,11 +118,16 @@ def pod_template(experiment: dict, job: Job, attempt: int, name: str, container_
     """The trainer pod every backend runs: restricted security, no service-account token, the shared
     volume, a bounded /dev/shm, the job's ConfigMap and the metrics port."""
     spec = experiment["spec"]
+    scheduling = spec.get("scheduling", {})
+    grace = scheduling.get("terminationGracePeriodSeconds", TERMINATION_GRACE_SECONDS)
     variables = [{"name": "HF_HOME", "value": f"{WORKSPACE}/.cache/huggingface"},
                  {"name": "PYTHONUNBUFFERED", "value": "1"},
                  # Each attempt's log is kept on the volume (stilts logs reads it after the pod is gone).
                  {"name": "STILTS_LOG_FILE", "value": f"{job_paths(experiment, job)[0]}/{TRAIN_LOG}"},
                  {"name": "STILTS_ATTEMPT", "value": str(attempt)},
+                 # torchrun waits this long for its workers after SIGTERM (they commit a checkpoint), then
+                 # exits with their code, before the kubelet's SIGKILL at the end of the grace period.
+                 {"name": "TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "value": str(shutdown_timeout(grace))},
                  *(env or [])]
     if spec.get("hfTokenSecret"):
         variables.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": spec["hfTokenSecret"],
@@ -122,7 +135,7 @@ def pod_template(experiment: dict, job: Job, attempt: int, name: str, container_
     container = {
         "name": container_name,  # the backend's: its controller finds the trainer container by name
         "image": spec.get("image") or default_image,
-        "command": ["torchrun", "-m", "stilts_trainer", "--job", f"{JOB_DIR}/job.json"],
+        "command": [*LAUNCHER, "-m", "stilts_trainer", "--job", f"{JOB_DIR}/job.json"],
         "env": variables,
         "ports": [{"name": "metrics", "containerPort": TRAINER_METRICS_PORT}],
         "resources": resources(job),
@@ -132,9 +145,9 @@ def pod_template(experiment: dict, job: Job, attempt: int, name: str, container_
         "securityContext": RESTRICTED_CONTAINER,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    scheduling = spec.get("scheduling", {})
     pod = {
         "containers": [container],
+        "terminationGracePeriodSeconds": grace,
         "securityContext": RESTRICTED_POD,
         "automountServiceAccountToken": False,  # trainers never call the API server
         "volumes": [{"name": "workspace", "persistentVolumeClaim": {"claimName": claim_name(experiment)}},

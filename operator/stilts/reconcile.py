@@ -53,6 +53,9 @@ class Observed:
     Failed, or Terminating (deleted, but pods of it are still there: the next attempt must wait)."""
     state: str
     permanent: bool = False   # a failure that retrying cannot fix (the trainer's exit 2)
+    # Stopped from outside (the trainer's exit 3, a pod Kubernetes takes away): retried, not counted. Seen
+    # on a child still running too (its pod terminating), since the pod may be gone once the child fails.
+    preempted: bool = False
     reason: str = ""          # one CamelCase word: BadInput, Unschedulable, ImagePullBackOff, ...
     message: str = ""         # why it failed, or why it waits
     summary: str = ""         # what the job left when it succeeded (COMPLETE / termination message)
@@ -82,7 +85,7 @@ def reconcile(jobs: list[Job], records: dict, observed: dict[str, Observed], now
     if rearm:  # attempts keep counting (every attempt has its own child name); the retry budget starts over
         for job in jobs:
             rec = recs[job.hash]
-            if rec["state"] in ("Failed", "Blocked"):
+            if rec["state"] in ("Failed", "Blocked"):  # preemptions so far are inside rearmedAt
                 recs[job.hash] = {"state": "Pending", "attempts": rec["attempts"], "rearmedAt": rec["attempts"]}
                 d.events.append(("Normal", "JobRearmed", f"{job.name}: re-armed by a retry request"))
 
@@ -96,7 +99,15 @@ def reconcile(jobs: list[Job], records: dict, observed: dict[str, Observed], now
     def fail_attempt(job: Job, rec: dict, name: str, child: Observed, reason: str, message: str) -> None:
         d.delete.append(name)
         message = message[:500]
-        tries = rec["attempts"] - rec.get("rearmedAt", 0)
+        if (child.preempted or rec.get("disruptedAttempt") == rec["attempts"]) and not child.permanent:
+            # Not the job's fault, and its checkpoint is on the volume: the next attempt resumes there at
+            # once (after fencing), and the retry budget stays for real failures.
+            rec["preemptions"] = rec.get("preemptions", 0) + 1
+            move(rec, "Backoff", reason=reason, message=message, retryAfter=now)
+            d.events.append(("Warning", "JobPreempted", f"{job.name} attempt {rec['attempts']} was stopped from "
+                                                        f"outside ({reason}); resuming, not counted as a retry"))
+            return
+        tries = rec["attempts"] - rec.get("rearmedAt", 0) - rec.get("preemptions", 0)
         if child.permanent or tries > policy.retry_limit:
             move(rec, "Failed", reason=reason, message=message)
             why = "a permanent failure, not retried" if child.permanent else f"after {rec['attempts']} attempts"
@@ -114,6 +125,8 @@ def reconcile(jobs: list[Job], records: dict, observed: dict[str, Observed], now
             continue
         name = child_name(job.hash, rec["attempts"])
         child = observed.get(name)
+        if child is not None and child.preempted and child.state != "Failed":
+            rec["disruptedAttempt"] = rec["attempts"]  # remembered: its pods may be gone when it fails
         if child is not None and child.state == "Terminating":  # deleted by someone: wait until it is gone
             waits.append(FENCE_POLL_SECONDS)
         elif child is None:  # created, then lost: create it again, same name

@@ -111,6 +111,13 @@ class Toleration(_Model):
     toleration_seconds: int | None = None
 
 
+# SIGTERM to SIGKILL for a trainer pod: the largest step checkpoint planned (an upcycled XLM-R large with
+# 8 experts, ~15 GB with Adam state) at 100 MB/s, a tenth of what benchmarks/checkpoint_io.py measured on
+# a local disk (1,055 MB/s), as a slow ReadWriteMany volume gives: 150 s, doubled for the step in flight
+# and an evaluation it may be in.
+TERMINATION_GRACE_SECONDS = 300
+
+
 class Scheduling(_Model):
     node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels trainer pods need.")
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32,
@@ -119,6 +126,11 @@ class Scheduling(_Model):
     queue_name: str = Field("", max_length=63, pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$",
                             description="Kueue LocalQueue: set as kueue.x-k8s.io/queue-name on every job, so "
                             "Kueue admits them within the queue's quota (empty: no queue).")
+    termination_grace_period_seconds: int = Field(
+        TERMINATION_GRACE_SECONDS, ge=10, le=86400,
+        description="Seconds a preempted or drained trainer pod has, after SIGTERM, to finish its step and "
+        "commit a checkpoint before SIGKILL. A spot node's own notice bounds it (GCE 30 s, AWS 120 s); "
+        "checkpoints every checkpointEverySteps remain the fallback.")
 
 
 class ExperimentSpec(_Model):

@@ -16,6 +16,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from stilts.spec import GROUP, PLURAL, VERSION
+from stilts_contract.names import Exit
 
 from .harness import free_port, start, wait_until
 
@@ -105,11 +106,16 @@ class PodDriver:
     seen and when its leader finished."""
 
     def __init__(self, plane, simulator, namespace, fail: dict[str, int] | None = None, exit_code: int = 1,
-                 hold: set[str] | None = None, backend: str = "pytorchjob"):
+                 hold: set[str] | None = None, backend: str = "pytorchjob",
+                 message: str = "stilts_trainer: error: simulated failure", node: str = ""):
         from stilts import backends
         self.custom = client.CustomObjectsApi(plane.api_client())
         self.sim, self.namespace = simulator, namespace
-        self.fail, self.exit_code = dict(fail or {}), exit_code
+        self.fail, self.exit_code, self.message = dict(fail or {}), exit_code, message
+        self.pods_seen: Counter = Counter()  # per child, pods it had (a replaced pod counts again)
+        self._uids: set[str] = set()
+        self.node = node  # bind pods to this Node: deleting one is then graceful, as on a real cluster
+        self.terminating: dict[str, float] = {}
         self.hold = set(hold or ())
         self.backend = backends.get(backend)
         self.child_label = {"pytorchjob": "training.kubeflow.org/job-name",
@@ -128,6 +134,9 @@ class PodDriver:
         pods = self.sim.pods(self.namespace, "stilts.dev/experiment")
         for pod in pods:
             child = pod["metadata"]["labels"].get(self.child_label)
+            if child and pod["metadata"]["uid"] not in self._uids:
+                self._uids.add(pod["metadata"]["uid"])
+                self.pods_seen[child] += 1
             if child and child not in self.first_seen:
                 self.first_seen[child] = now
                 self.order.append(child)
@@ -141,6 +150,11 @@ class PodDriver:
             child = labels.get(self.child_label)
             phase_now = (pod.get("status") or {}).get("phase")
             if phase_now in ("Succeeded", "Failed"):
+                if pod["metadata"].get("deletionTimestamp") and pod["spec"].get("nodeName"):
+                    self._remove(pod)  # the kubelet's last word on a pod being deleted
+                continue
+            if pod["metadata"].get("deletionTimestamp"):
+                self._terminate(pod, phase_now, now)
                 continue
             if child in self.finished:  # its leader ended: the other ranks end too, as torchrun's would
                 if not self.backend.is_leader(pod) and phase_now == "Running":
@@ -154,6 +168,11 @@ class PodDriver:
                     self.sim.unschedulable(pod)
                 continue
             if phase_now != "Running":
+                if self.node and not pod["spec"].get("nodeName"):
+                    self.sim.core.create_namespaced_pod_binding(
+                        pod["metadata"]["name"], self.namespace, {"metadata": {"name": pod["metadata"]["name"]},
+                                                                  "target": {"kind": "Node", "name": self.node}},
+                        _preload_content=False)
                 self.sim.run(pod)
                 continue
             leader = self.backend.is_leader(pod)
@@ -161,8 +180,9 @@ class PodDriver:
             if failing:
                 if leader:
                     self.fail[label] = failing - 1
-                    self.sim.finish(pod, self.exit_code, "stilts_trainer: error: simulated failure")
-                    done[child] = now
+                    self.sim.finish(pod, self.exit_code, self.message)
+                    if self.exit_code != Exit.PREEMPTED:  # a preempted pod may be replaced in place
+                        done[child] = now
                 continue
             summary = {"phase": phase, "jobHash": labels["stilts.dev/job-hash"]}
             if phase == "evaluate":
@@ -173,6 +193,22 @@ class PodDriver:
             if leader:
                 done[child] = now
         self.finished.update(done)
+
+    def _terminate(self, pod: dict, phase_now: str, now: float) -> None:
+        """The kubelet's SIGTERM to a pod being deleted: the trainer takes a moment to commit its
+        checkpoint, exits 3, and the kubelet removes the pod."""
+        uid = pod["metadata"]["uid"]
+        if phase_now == "Running" and now - self.terminating.setdefault(uid, now) >= 2.0:
+            self.sim.finish(pod, Exit.PREEMPTED, "")
+        elif phase_now != "Running" and pod["spec"].get("nodeName"):
+            self._remove(pod)
+
+    def _remove(self, pod: dict) -> None:
+        try:
+            self.sim.core.delete_namespaced_pod(pod["metadata"]["name"], self.namespace, grace_period_seconds=0)
+        except ApiException as err:
+            if err.status != 404:
+                raise
 
     def run_until(self, predicate, timeout=240):
         deadline = time.time() + timeout
@@ -368,6 +404,88 @@ def test_a_permanent_failure_is_not_retried(control_plane, operator, pod_simulat
     assert (record["state"], record["attempts"], record["reason"]) == ("Failed", 1, "BadInput")
     assert "simulated failure" in record["message"]
     assert "JobRetrying" not in events(control_plane, namespace)
+
+
+def test_pods_killed_without_a_message_are_retried_and_the_experiment_finishes_through_operator_restarts(
+        control_plane, operator, pod_simulator, namespace):
+    """Node loss as the API shows it: the leader's container ended by SIGKILL (exit 137, no termination
+    message); meanwhile the operator is SIGKILLed at random moments and started again."""
+    import random
+
+    create(control_plane, namespace, experiment(retries={"limit": 2, "backoffSeconds": 1}))
+    driver = PodDriver(control_plane, pod_simulator, namespace, fail={"dense-qqp-target": 1, "moe-qqp-intermediate": 2},
+                       exit_code=137, message="", backend=operator.backend)
+    chance, restarts = random.Random(f"restarts-{operator.backend}"), 0
+    done = phase_is(control_plane, namespace, "Succeeded", "Failed")
+    deadline = time.time() + 300
+    while not done():
+        assert time.time() < deadline, "the experiment did not finish"
+        until = time.time() + chance.uniform(0.5, 4.0)
+        while time.time() < until and not done():
+            driver.step()
+            time.sleep(0.2)
+        if not done() and restarts < 6:
+            operator.kill()
+            driver.step()
+            operator.start()
+            restarts += 1
+    status = get(control_plane, namespace)["status"]
+    assert status["phase"] == "Succeeded" and status["progress"] == "11/11", status.get("message")
+    assert restarts >= 3, "the operator was restarted mid-experiment"
+    seen = stored(control_plane, namespace)
+    attempts = {j.name: seen.records[j.hash]["attempts"] for j in seen.jobs}
+    assert attempts["dense-qqp-s1-target"] == 2 and attempts["moe-qqp-s1-intermediate"] == 3
+    assert sum(attempts.values()) == 11 + 3, "every other job ran once: no duplicate across restarts"
+    per_attempt = Counter((j["metadata"]["labels"]["stilts.dev/job-hash"], j["metadata"]["labels"]["stilts.dev/attempt"])
+                          for j in driver.jobs())
+    assert set(per_attempt.values()) == {1}, "one child per attempt"
+    assert len(seen.results) == 11
+
+
+def test_a_preempted_job_resumes_without_spending_a_retry(control_plane, operator, pod_simulator, namespace):
+    """SIGTERM (exit 3) twice, an eviction once, with no retries allowed: the experiment still finishes.
+    The pods carry the spec's grace period, and torchrun a shorter shutdown timeout within it."""
+    spec = experiment(backbones=SPEC["backbones"][:1], retries={"limit": 0, "backoffSeconds": 1},
+                      scheduling={"terminationGracePeriodSeconds": 45})
+    create(control_plane, namespace, spec)
+    core = client.CoreV1Api(control_plane.api_client())
+    node = f"spot-{namespace}"[:63]
+    core.create_node({"metadata": {"name": node}})
+    driver = PodDriver(control_plane, pod_simulator, namespace, fail={"dense-qqp-target": 2},
+                       exit_code=Exit.PREEMPTED, message="", backend=operator.backend, node=node)
+    evicted = []
+
+    def evict_one_intermediate():
+        if evicted:
+            return phase_is(control_plane, namespace, "Succeeded", "Failed")()
+        for pod in pod_simulator.pods(namespace, "stilts.dev/phase=intermediate"):
+            if (pod.get("status") or {}).get("phase") == "Running" and driver.backend.is_leader(pod):
+                container = pod["spec"]["containers"][0]
+                assert pod["spec"]["terminationGracePeriodSeconds"] == 45
+                assert {"name": "TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "value": "40"} in container["env"]
+                core.create_namespaced_pod_eviction(pod["metadata"]["name"], namespace, {
+                    "apiVersion": "policy/v1", "kind": "Eviction",
+                    "metadata": {"name": pod["metadata"]["name"], "namespace": namespace}})
+                evicted.append(pod["metadata"]["name"])
+        return False
+
+    driver.run_until(evict_one_intermediate, timeout=300)
+    assert evicted, "a running intermediate pod was evicted"
+    status = get(control_plane, namespace)["status"]
+    assert status["phase"] == "Succeeded", status.get("message")
+    seen = stored(control_plane, namespace)
+    records = {j.name: seen.records[j.hash] for j in seen.jobs}
+    for job in ("dense-qqp-s1-target", "dense-qqp-s1-intermediate"):
+        rec = records[job]
+        assert rec["attempts"] - rec.get("preemptions", 0) == 1, (job, rec)
+    if operator.backend == "pytorchjob":
+        # The training operator fails the PyTorchJob; stilts starts the next attempt at once, uncounted.
+        assert records["dense-qqp-s1-target"]["preemptions"] == 2
+        assert "JobPreempted" in events(control_plane, namespace)
+    else:
+        # The chart's runtime replaces the pod in place (podFailurePolicy: Ignore): same attempt, new pod.
+        assert records["dense-qqp-s1-target"]["attempts"] == 1
+    assert "JobRetrying" not in events(control_plane, namespace), "no retry was spent"
 
 
 KUEUE = ("kueue.x-k8s.io", "v1beta2")

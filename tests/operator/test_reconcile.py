@@ -97,6 +97,27 @@ def test_a_permanent_failure_is_not_retried():
     assert any(reason == "JobFailed" and "permanent" in message for _, reason, message in d.events)
 
 
+def test_a_preempted_attempt_is_retried_at_once_without_spending_the_retry_budget():
+    spec, jobs = setup(retries={"limit": 0, "backoffSeconds": 600})
+    records, pretrain = step(spec, jobs, {}, {}, 0).records, jobs[0]
+    for attempt in (1, 2, 3):  # preempted three times with no retries allowed: still resumed each time
+        child = name(pretrain.hash, attempt)
+        d = step(spec, jobs, records, {child: Observed("Failed", preempted=True, reason="Preempted")}, attempt)
+        rec = d.records[pretrain.hash]
+        assert (rec["state"], rec["retryAfter"], rec["preemptions"]) == ("Backoff", attempt, attempt)
+        assert any(reason == "JobPreempted" for _, reason, _ in d.events)
+        fenced = step(spec, jobs, d.records, {child: Observed("Terminating")}, attempt)
+        assert fenced.create == [] and fenced.delete == [child], "its pods go first"
+        d = step(spec, jobs, d.records, {}, attempt)
+        assert [(j.hash, n) for j, n in d.create] == [(pretrain.hash, attempt + 1)], "no backoff delay"
+        records = d.records
+    d = step(spec, jobs, records, {name(pretrain.hash, 4): Observed("Failed", reason="Exit1", message="x")}, 9)
+    assert d.records[pretrain.hash]["state"] == "Failed", "a real failure still meets the limit of 0 retries"
+    bad = step(spec, jobs, records, {name(pretrain.hash, 4): Observed("Failed", permanent=True, preempted=True,
+                                                                      reason="BadInput")}, 9)
+    assert bad.records[pretrain.hash]["state"] == "Failed", "bad input is never retried"
+
+
 def test_success_needs_a_valid_summary_of_that_job():
     spec, jobs = setup()
     records = step(spec, jobs, {}, {}, 0).records
@@ -230,6 +251,15 @@ def test_pytorchjob_outcomes_read_the_leader_and_exit_codes():
     assert seen.permanent and seen.reason == "BadInput" and seen.message == "stilts_trainer: error: field"
     seen = pytorchjob.observe(bad, [_pod(True, "Failed", {"exitCode": 137, "message": ""})])
     assert not seen.permanent and seen.reason == "Exit137" and seen.message == "PyTorchJob failed"
+    # torchrun's other ranks fail after a preempted one: the preemption is what the attempt reports.
+    seen = pytorchjob.observe(bad, [_pod(True, "Failed", {"exitCode": 1}), _pod(False, "Failed", {"exitCode": 3})])
+    assert seen.preempted and not seen.permanent and seen.reason == "Preempted"
+    # A pod Kubernetes took away (the pod GC after a node was lost): SIGKILL, no message, a disruption.
+    gone = _pod(True, "Failed", {"exitCode": 137})
+    gone["status"]["conditions"].append({"type": "DisruptionTarget", "status": "True", "reason": "DeletionByPodGC",
+                                         "message": "PodGC: node no longer exists"})
+    seen = pytorchjob.observe(bad, [gone])
+    assert seen.preempted and seen.reason == "DeletionByPodGC" and "node no longer exists" in seen.message
     waiting = {"status": {"conditions": [{"type": "Created", "status": "True"}]},
                "spec": {"pytorchReplicaSpecs": {"Master": {"replicas": 1}}}}
     seen = pytorchjob.observe(waiting, [_pod(True, "Pending", scheduled=False)])
@@ -276,7 +306,10 @@ def test_pytorchjob_manifest():
     c = pod["containers"][0]
     assert c["name"] == "pytorch" and c["resources"]["limits"]["nvidia.com/gpu"] == "8"
     assert c["resources"]["requests"] == {"cpu": "32", "memory": "128Gi", "nvidia.com/gpu": "8"}
-    assert c["command"][:3] == ["torchrun", "-m", "stilts_trainer"]
+    assert c["command"][:5] == ["python", "-m", "stilts_trainer.launch", "-m", "stilts_trainer"]
+    # SIGTERM to SIGKILL: the spec's grace; torchrun hands its workers all but a margin of it.
+    assert pod["terminationGracePeriodSeconds"] == 300
+    assert {"name": "TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "value": "270"} in c["env"]
     assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "HF_TOKEN"}}} in c["env"]
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
     assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}

@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from stilts_contract.names import Exit
 from stilts_trainer.synthetic import XNLI_LANGUAGES
 from tests.conftest import job_body, run_trainer, trainer_command
 
@@ -121,6 +122,61 @@ def test_killed_job_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path, p
     got_metrics = json.loads((out / "metrics.json").read_text())
     assert got_metrics["dev"] == ref_metrics["dev"]
     assert got_metrics["bestStep"] == ref_metrics["bestStep"]
+
+
+def test_sigterm_commits_a_checkpoint_on_every_rank_and_the_next_attempt_ends_where_an_uninterrupted_run_ends(
+        tmp_path, pretrained):
+    """Preemption as a pod sees it: SIGTERM to the launcher only (the container's first process), which
+    forwards it to both workers; they finish the step, commit a checkpoint together and exit 3."""
+    hp = {"maxTrainExamples": 1600, "evalEverySteps": 10, "evalExamples": 100, "earlyStoppingPatience": 100}
+    body = lambda out: job_body("target", out, pretrained, task="mnli", hyperparameters=hp,  # noqa: E731
+                                checkpointEverySteps=1000)  # no step checkpoint: only SIGTERM's
+    reference = tmp_path / "reference"
+    r = run_trainer(body(reference), tmp_path, nproc=2, name="ref.json")
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    out = tmp_path / "preempted"
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(body(out)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = subprocess.Popen(trainer_command(path, nproc=2), env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    progress = out / "progress.json"
+    deadline = time.time() + 300
+    while not (progress.exists() and json.loads(progress.read_text())["step"] >= 10):
+        assert launcher.poll() is None, launcher.stdout.read()[-3000:]
+        assert time.time() < deadline
+        time.sleep(0.05)
+    launcher.send_signal(signal.SIGTERM)
+    log = launcher.communicate(timeout=120)[0]
+    assert launcher.returncode == Exit.PREEMPTED, log[-3000:]
+    (committed,) = [p.parent for p in (out / "checkpoints").glob("step-*/COMMITTED")]
+    step = int(committed.name.removeprefix("step-"))
+    total = json.loads(progress.read_text())["total"]
+    assert 10 <= step < total, (step, total)
+    assert sorted(p.name for p in committed.glob("rng-rank*.pt")) == ["rng-rank0.pt", "rng-rank1.pt"]
+    assert log.count(f"preempted: checkpoint of step {step} committed") >= 1
+    assert not (out / "COMPLETE").exists()
+
+    r = subprocess.run(trainer_command(path, nproc=2), env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"resumed at step {step} of {total}" in r.stderr
+    a, b = weights(reference / "model"), weights(out / "model")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    ref_metrics = json.loads((reference / "metrics.json").read_text())
+    got_metrics = json.loads((out / "metrics.json").read_text())
+    assert (got_metrics["dev"], got_metrics["bestStep"]) == (ref_metrics["dev"], ref_metrics["bestStep"])
+
+
+def test_the_launcher_keeps_a_bad_input_exit_code_that_torchrun_would_turn_into_1(tmp_path):
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(job_body("target", tmp_path / "out", tmp_path / "missing", task="nope")))
+    r = subprocess.run(trainer_command(path, nproc=2), capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == Exit.BAD_INPUT, r.stderr[-3000:]
+    assert "task" in r.stderr
 
 
 def test_a_resume_that_finds_only_unreadable_checkpoints_refuses_to_start_over(tmp_path, pretrained):

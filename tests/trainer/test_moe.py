@@ -102,7 +102,7 @@ def _two_nodes(tmp_path, name, body):
     path.write_text(json.dumps(body))
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank",
+    nodes = [subprocess.Popen([sys.executable, "-m", "stilts_trainer.launch", "--nnodes", "2", "--node-rank",
                                str(rank), "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port",
                                str(port), "-m", "stilts_trainer", "--job", str(path)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)

@@ -1,8 +1,10 @@
 """`python -m stilts_trainer --job job.json` runs one phase; `python -m stilts_trainer tasks` lists tasks.
 
 Exit codes (stilts_contract.names.Exit): 0 when COMPLETE is written, 2 for bad input only (JobError,
-DataError or an unsafe checkpoint: one line naming the field; executors never retry it), 1 for anything
-else, which executors retry.
+DataError or an unsafe checkpoint: one line naming the field; executors never retry it), 3 when SIGTERM
+stopped it (preemption.py: a checkpoint is committed where a step could finish; executors retry it
+without counting it against the retry limit), 1 for anything else, which executors retry.
+Several processes run under `python -m stilts_trainer.launch` (torchrun that keeps these codes).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     from .data import DataError, HubUnavailable
     from .phases import run
+    from .preemption import Preempted
     from .safe_load import UnsafeCheckpoint
 
     try:
@@ -78,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         return Exit.FAILED
     except (JobError, DataError, UnsafeCheckpoint) as err:  # bad input: retrying cannot fix these
         return bad_input(err)
+    except Preempted as err:
+        logging.getLogger("stilts_trainer").warning("%s", err)
+        return Exit.PREEMPTED
     # Anything else (a library's ValueError included) propagates: exit 1, retried.
     logging.getLogger("stilts_trainer").info("done: %s", summary)
     return Exit.OK

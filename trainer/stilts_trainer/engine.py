@@ -12,7 +12,9 @@ import logging
 import math
 import os
 import shutil
+import signal
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,7 @@ import torch.distributed as dist
 from stilts_contract.names import PROGRESS
 
 from . import data, moe, safe_load, sampling
+from .preemption import Preempted, Watch
 from .checkpoint import COMMITTED, committed_checkpoints, fsync_path, fsync_tree, replace_dir, write_atomic
 from .job import Job
 
@@ -38,6 +41,7 @@ class Context:
     world: int
     local_rank: int
     device: torch.device
+    watch: Watch | None = None  # SIGTERM: finish the step, commit a checkpoint (preemption.py)
 
     @property
     def is_main(self) -> bool:
@@ -65,7 +69,19 @@ def init_distributed() -> Context:
         device = torch.device("cpu")
     if not dist.is_initialized():
         deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo", verbose=False)
-    return Context(dist.get_rank(), dist.get_world_size(), local_rank, device)
+    return Context(dist.get_rank(), dist.get_world_size(), local_rank, device, _watch(device))
+
+
+def _watch(device: torch.device) -> Watch | None:
+    """The process's SIGTERM watch, installed once (in the main thread, where Python handles signals).
+    Its flag travels over gloo: on CUDA a side group of every rank, so the check never touches the GPU."""
+    installed = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    if isinstance(installed, Watch):
+        return installed
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    side = dist.new_group(backend="gloo") if device.type == "cuda" and dist.get_world_size() > 1 else None
+    return Watch(side)
 
 
 def mixed_precision(job: Job, device: torch.device) -> tuple[bool, bool]:
@@ -240,6 +256,8 @@ def train(job: Job, ctx: Context, model: torch.nn.Module, training: sampling.Tra
     # and doing that every step keeps the host from queueing the next step's kernels.
     window_losses: dict[str, list[torch.Tensor]] = {}
     last_loss: dict[str, torch.Tensor] = {}
+    watch = ctx.watch or Watch.inert()
+    watch.armed = True  # from here SIGTERM waits for the end of the step
     while state.step < total and not state.stopped_early:
         task, indices = stream.at(micro, ctx.rank)
         batch = training.collate[task]([training.features[task][i] for i in indices], pad_id)
@@ -284,10 +302,17 @@ def train(job: Job, ctx: Context, model: torch.nn.Module, training: sampling.Tra
             write_progress(output_dir, job.phase, state.step, total, eta)
         if evaluator and state.step % hp.eval_every_steps == 0:
             evaluate_and_select()
-        if state.step % job.checkpoint_every_steps == 0 and state.step < total:
+        saved = state.step % job.checkpoint_every_steps == 0 and state.step < total
+        if saved:
             _save_checkpoint(engine, ckpt_root, state, ctx, generator)
         if state.step >= total or state.stopped_early:
             break
+        if watch.agreed(ctx.world):
+            if not saved:
+                _save_checkpoint(engine, ckpt_root, state, ctx, generator)
+            log.warning("preempted: checkpoint of step %d committed; the next attempt resumes there", state.step)
+            raise Preempted(state.step)
+    watch.armed = False  # no step to finish from here: SIGTERM stops the phase at once
     if positions:
         state.padding_share = round(1 - tokens / positions, 4)
         if ctx.is_main:

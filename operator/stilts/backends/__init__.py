@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from stilts_contract.names import is_permanent, is_preempted, launcher_exit
+
 from ..reconcile import Observed
 
 # Container waiting reasons that mean "this will not start by itself".
@@ -72,21 +74,40 @@ def waiting_reason(pods: list[dict]) -> tuple[str, str]:
     return "", ""
 
 
+def disrupted(pod: dict) -> dict | None:
+    """The DisruptionTarget condition Kubernetes puts on a pod it takes away: preemption by the
+    scheduler, eviction (a drain), a taint, the pod garbage collector after a node is lost, a node
+    shutdown."""
+    for c in (pod.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "DisruptionTarget" and c.get("status") == "True":
+            return c
+    return None
+
+
 def outcome(backend: Backend, state: str, pods: list[dict], fallback: str = "") -> Observed:
     """A finished child: the leader's termination message is the trainer's summary (success) or its
-    one-line reason (failure); exit code 2 anywhere is a permanent failure."""
-    leader = next((p for p in pods if backend.is_leader(p)), None)
+    one-line reason (failure); exit code 2 anywhere is a permanent failure; exit code 3 (the trainer
+    stopped by SIGTERM) or a disruption condition is a preemption, retried without counting."""
     ended = [(p, terminated(p, backend.container)) for p in pods]
     ended = [(p, t) for p, t in ended if t]
     if state == "Succeeded":
-        message = (terminated(leader, backend.container) or {}).get("message", "") if leader else ""
+        # A leader replaced in place (a preempted pod, podFailurePolicy Ignore) leaves its failed
+        # predecessor beside it: the summary is the one that exited 0.
+        message = next((t.get("message", "") for p, t in ended if backend.is_leader(p) and t.get("exitCode") == 0), "")
         return Observed("Succeeded", summary=message)
     failed = [t for _, t in ended if t.get("exitCode")]
-    permanent = any(t.get("exitCode") == 2 for t in failed)
-    first = next((t for t in failed if t.get("exitCode") == 2), failed[0] if failed else {})
+    code = launcher_exit([t["exitCode"] for t in failed])
+    first = next((t for t in failed if t["exitCode"] == code), failed[0] if failed else {})
     message = (first.get("message") or "").strip().splitlines()[-1:] or [fallback]
-    reason = "BadInput" if permanent else (f"Exit{first['exitCode']}" if first.get("exitCode") else "Failed")
-    return Observed("Failed", permanent=permanent, reason=reason, message=message[0][:500])
+    disruption = next(filter(None, map(disrupted, pods)), None)
+    if is_permanent(code):
+        return Observed("Failed", permanent=True, reason="BadInput", message=message[0][:500])
+    if is_preempted(code) or disruption:
+        why = disruption.get("reason", "Disrupted") if disruption else "Preempted"
+        return Observed("Failed", preempted=True, reason=why,
+                        message=(disruption or {}).get("message") or message[0][:500] or "stopped by SIGTERM")
+    reason = f"Exit{first['exitCode']}" if first.get("exitCode") else "Failed"
+    return Observed("Failed", reason=reason, message=message[0][:500])
 
 
 def from_conditions(backend: Backend, child: dict, pods: list[dict], success: str, expected: int) -> Observed:
@@ -99,7 +120,11 @@ def from_conditions(backend: Backend, child: dict, pods: list[dict], success: st
         return outcome(backend, "Failed", pods, failed.get("message", ""))
     if condition(child, "Suspended"):
         return Observed("Queued", reason="Suspended", message="waiting for admission by its queue")
-    return running_or_waiting(pods, expected)
+    seen = running_or_waiting(pods, expected)
+    # A pod of a live child going away was not our doing (we delete children, after they end): someone
+    # deleted it, or Kubernetes disrupts it; its trainer is committing a checkpoint right now.
+    seen.preempted = any(disrupted(p) or (p.get("metadata") or {}).get("deletionTimestamp") for p in pods)
+    return seen
 
 
 def running_or_waiting(pods: list[dict], expected: int) -> Observed:

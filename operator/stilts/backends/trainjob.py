@@ -4,7 +4,7 @@ Each TrainJob refers to the chart's ClusterTrainingRuntime `stilts-torch-distrib
 what every job shares (the restricted security context, no service-account token, the metrics port,
 restartPolicy Never). The TrainJob sets image, command, nodes, processes per node and resources, and
 adds through `runtimePatches` (Trainer v2.3) what is per job: the claim, /dev/shm, the job's ConfigMap,
-labels, node selector and tolerations. The Trainer's torch plugin sets the PET_* variables torchrun
+labels, node selector, tolerations and the termination grace period. The Trainer's torch plugin sets the PET_* variables torchrun
 reads. The leader is the pod with completion index 0 of the first Job, found by JobSet's labels.
 """
 
@@ -32,6 +32,7 @@ def manifest(experiment: dict, job, attempt: int, name: str, template: dict, met
             "name": REPLICATED_JOB, "template": {"spec": {"template": {
                 "metadata": {"labels": template["metadata"]["labels"]},
                 "spec": {"volumes": pod["volumes"],
+                         "terminationGracePeriodSeconds": pod["terminationGracePeriodSeconds"],
                          "containers": [{"name": REPLICATED_JOB, "volumeMounts": container["volumeMounts"]}],
                          **({"nodeSelector": pod["nodeSelector"]} if pod.get("nodeSelector") else {}),
                          **({"tolerations": pod["tolerations"]} if pod.get("tolerations") else {})}}}}}]}}}}],
