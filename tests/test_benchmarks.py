@@ -18,7 +18,10 @@ def test_the_gpu_benchmark_runs_every_section_on_cpu(tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     figures = json.loads((tmp_path / "gpu-benchmark.json").read_text())
     training = [k for k in figures if k.startswith(("dense", "moe"))]
-    assert len(training) == 3, figures
+    assert len(training) == 5, figures
     assert all(figures[k]["tokens_per_s"] > 0 and figures[k]["step_ms"] > 0 for k in training), figures
+    assert {figures[k]["path"] for k in training} == {"autocast", "deepspeed"}
+    assert all(figures[k]["device_reads_per_step"] == 0 for k in training), "on CPU no tensor is a device's"
+    assert "reads/step" in r.stdout
     assert figures["eval"]["fp32_examples_per_s"] > 0 and figures["eval"]["prediction_agreement"] > 0.9
     assert "XNLI evaluation" in r.stdout

@@ -224,6 +224,49 @@ def cmd_logs(args) -> int:
     return 0
 
 
+def cmd_tensorboard(args) -> int:
+    """Every training job's curves in TensorBoard: of a local run directory, or of tx/NAME (a pod on the
+    cluster reading the volume, and a port forwarded to it)."""
+    import shutil
+    import subprocess
+
+    from . import tensorboard
+
+    name = _cluster_name(args.target)
+    if not name:
+        manifest = Path(args.target) / "plan.json"
+        if not manifest.is_file():
+            print(f"stilts: error: {args.target} is neither tx/NAME nor a run directory with plan.json",
+                  file=sys.stderr)
+            return 2
+        jobs = [(r["name"], r["phase"], r["directory"]) for r in json.loads(manifest.read_text())["jobs"]]
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            print("stilts: error: TensorBoard is not installed here (`make install` installs it, or pip install "
+                  "tensorboard)", file=sys.stderr)
+            return 2
+        cmd = tensorboard.command(tensorboard.logdir_spec(jobs), args.port, "127.0.0.1")
+        print(f"TensorBoard on http://127.0.0.1:{args.port}/ (Ctrl-C stops it)", flush=True)
+        return subprocess.call([sys.executable, "-m", "tensorboard.main", *cmd[1:]])
+    from .policy import DEFAULT_TRAINER_IMAGE
+
+    cluster, api, namespace = _cluster(args)
+    seen = cluster.load(api, namespace, name, args.backend)
+    pod = tensorboard.ensure_pod(api, seen, seen.spec.image or DEFAULT_TRAINER_IMAGE)
+    forward = ["kubectl", "port-forward", "-n", namespace, f"pod/{pod}", f"{args.port}:{tensorboard.PORT}"]
+    if args.kubeconfig:
+        forward += ["--kubeconfig", args.kubeconfig]
+    if args.context:
+        forward += ["--context", args.context]
+    print(f"{namespace}/{pod} serves the curves of {name} (it goes when the experiment is deleted)")
+    if args.no_forward or not shutil.which("kubectl"):
+        print("then: " + " ".join(forward))
+        return 0
+    print(f"TensorBoard on http://127.0.0.1:{args.port}/ once the pod runs (Ctrl-C stops forwarding)", flush=True)
+    return subprocess.call(forward)
+
+
 def cmd_crd(args) -> int:
     from .crd import render
 
@@ -264,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
                                                        "results so far"),
                                 ("status", cmd_status, "every job of an experiment and its state"),
                                 ("retry", cmd_retry, "re-arm the failed jobs of a cluster experiment"),
-                                ("logs", cmd_logs, "a job's log (live, or from the volume once its pods are gone)")):
+                                ("logs", cmd_logs, "a job's log (live, or from the volume once its pods are gone)"),
+                                ("tensorboard", cmd_tensorboard, "every training job's curves in TensorBoard")):
         p = sub.add_parser(command, help=text)
         p.add_argument("target", help="tx/NAME on the cluster (current kubeconfig), or a local run directory")
         if command == "logs":
@@ -272,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("-f", "--follow", action="store_true", help="follow the live log")
         if command == "status":
             p.add_argument("--all", action="store_true", help="list succeeded jobs too")
+        if command == "tensorboard":
+            p.add_argument("--port", type=int, default=6006, help="local port (default 6006)")
+            p.add_argument("--no-forward", action="store_true", help="tx/NAME: start the pod, print the "
+                           "kubectl port-forward command instead of running it")
         if command == "report":
             p.add_argument("--split", choices=["test", "dev"], default="test")
             p.add_argument("--out", default="", help="where report.txt/json and heatmap.png go (default: the "

@@ -330,7 +330,7 @@ class LocalExecutor:
                     break
                 time.sleep(poll_seconds if wait is None else min(poll_seconds, max(wait, 0.01)))
         except KeyboardInterrupt:
-            self.say("interrupted: stopping running jobs (their checkpoints stay; run again to resume)")
+            self.say("interrupted: running jobs finish their step and commit a checkpoint (run again to resume)")
             self.stop()
             self.write_manifest()
             raise

@@ -7,7 +7,11 @@ queued in time. On CPU the same calls happen on the same code paths, so they can
 count per step is the marginal one: two runs of one job that differ only in their number of steps, so
 start-up, evaluation and the save cancel out.
 
-    python tests/trainer/sync_checks.py PRETRAINED_DIR OUT_DIR
+    python tests/trainer/sync_checks.py PRETRAINED_DIR OUT_DIR [--autocast]
+
+--autocast takes the path one bf16 CUDA process takes (engine.autocast_dtype: plain mixed precision under
+bf16 autocast), here on CPU, where the trainer would otherwise run fp32; it also reports the dtypes
+of the saved weights (fp32 master weights), and its training-loss curve beside the same job's in fp32.
 """
 
 import json
@@ -18,7 +22,7 @@ from pathlib import Path
 import torch
 from deepspeed.accelerator import get_accelerator
 
-from stilts_trainer import job as contract, phases
+from stilts_trainer import engine, job as contract, phases
 
 COUNTS: Counter = Counter()
 ACTIVE = [False]
@@ -61,6 +65,10 @@ def body(phase_dir: Path, parent: Path, steps: int, backbone: dict) -> dict:
 
 def main() -> None:
     pretrained, out = Path(sys.argv[1]), Path(sys.argv[2])
+    autocast = "--autocast" in sys.argv[3:]
+    fp32 = engine.autocast_dtype
+    if autocast:
+        engine.autocast_dtype = lambda job, device, world: torch.bfloat16
     instrument()
     backbones = {"dense": {"name": "d", "model": "stilts/tiny-xlmr"},
                  "moe": {"name": "m", "model": "stilts/tiny-xlmr", "architecture": "moe",
@@ -71,6 +79,16 @@ def main() -> None:
         long = count(body(out / f"{name}-40", pretrained, 40, backbone))
         per_step = {k: (long[k] - short[k]) / 20 for k in sorted(set(short) | set(long))}
         result[name] = {k: v for k, v in per_step.items() if v}
+        if autocast:
+            from safetensors.torch import load_file
+            weights = load_file(str(out / f"{name}-40" / "model" / "model.safetensors"))
+            metrics = json.loads((out / f"{name}-40" / "metrics.json").read_text())
+            result[f"{name} weights"] = sorted({str(t.dtype) for t in weights.values()})
+            patched, engine.autocast_dtype = engine.autocast_dtype, fp32
+            count(body(out / f"{name}-fp32", pretrained, 40, backbone))
+            engine.autocast_dtype = patched
+            reference = json.loads((out / f"{name}-fp32" / "metrics.json").read_text())
+            result[f"{name} loss"] = [metrics["lossCurve"]["mnli"], reference["lossCurve"]["mnli"]]
     json.dump(result, sys.stdout)
 
 

@@ -20,11 +20,21 @@ def _line_of(text: str) -> str:
 
 
 @pytest.mark.slow
-def test_a_training_step_reads_the_device_at_most_where_a_library_must(pretrained, tmp_path):
-    r = subprocess.run([sys.executable, str(Path(__file__).with_name("sync_checks.py")), str(pretrained), str(tmp_path)],
-                       capture_output=True, text=True, timeout=900)
+@pytest.mark.parametrize("path", ["fp32", "autocast"])
+def test_a_training_step_reads_the_device_at_most_where_a_library_must(pretrained, tmp_path, path):
+    """fp32 is a CPU job's path; autocast is one bf16 CUDA process's (plain mixed precision instead of
+    DeepSpeed's FP16_UnfusedOptimizer, which reads an overflow flag per parameter), run here on CPU."""
+    r = subprocess.run([sys.executable, str(Path(__file__).with_name("sync_checks.py")), str(pretrained), str(tmp_path)]
+                       + (["--autocast"] if path == "autocast" else []), capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     per_step = json.loads(r.stdout.strip().splitlines()[-1])
+    if path == "autocast":
+        for backbone in ("dense", "moe"):
+            assert per_step.pop(f"{backbone} weights") == ["torch.float32"], "master weights stay fp32"
+            bf16, fp32 = per_step.pop(f"{backbone} loss")
+            gap = max(abs(a - b) for a, b in zip(bf16, fp32))
+            # bf16 matrix products: the same training, not the same bits (so autocast did take effect).
+            assert 0 < gap < 0.05, (backbone, gap, bf16, fp32)
     # The batch's token count is summed on the host, before the batch goes to the device: not a sync.
     host = {f"__int__ {_line_of('tokens += int(batch')}"}
     for backbone, reads in per_step.items():

@@ -84,10 +84,22 @@ def _watch(device: torch.device) -> Watch | None:
     return Watch(side)
 
 
-def mixed_precision(job: Job, device: torch.device) -> tuple[bool, bool]:
-    """(bf16, fp16): mixed precision runs on CUDA only; CPU runs fp32."""
-    return (job.deepspeed.precision == "bf16" and device.type == "cuda",
-            job.deepspeed.precision == "fp16" and device.type == "cuda")
+def mixed_precision(job: Job, device: torch.device, world: int) -> tuple[bool, bool]:
+    """(bf16, fp16) as DeepSpeed's own mixed precision: on CUDA only (CPU runs fp32), and bf16 only with
+    several processes. One bf16 process trains under autocast instead (`autocast_dtype`): for it DeepSpeed
+    builds FP16_UnfusedOptimizer, which checks every parameter for overflow on the host (a device read
+    per parameter, ~390 per step for XLM-R large), copies each parameter on its own and all-reduces the
+    gradients with itself."""
+    cuda = device.type == "cuda"
+    return (job.deepspeed.precision == "bf16" and cuda and world > 1, job.deepspeed.precision == "fp16" and cuda)
+
+
+def autocast_dtype(job: Job, device: torch.device, world: int) -> torch.dtype | None:
+    """One bf16 CUDA process: plain mixed precision. fp32 master weights and gradients (accumulated in
+    fp32), matrix products in bf16 under autocast, one fused AdamW, torch's foreach clipping."""
+    if job.deepspeed.precision == "bf16" and device.type == "cuda" and world == 1:
+        return torch.bfloat16
+    return None
 
 
 def zero_stage(job: Job, world: int) -> int:
@@ -97,15 +109,15 @@ def zero_stage(job: Job, world: int) -> int:
 
 
 def plain_loop(job: Job, world: int, device: torch.device) -> bool:
-    """One fp32 process (a local CPU job): nothing to reduce or partition, so the loop skips DeepSpeed's
-    gradient all-reduce and clips with torch's multi-tensor kernel itself."""
-    return world == 1 and not any(mixed_precision(job, device))
+    """One process in fp32 or under autocast: nothing to reduce or partition, so the loop skips
+    DeepSpeed's gradient all-reduce and clips with torch's multi-tensor kernel itself."""
+    return world == 1 and not any(mixed_precision(job, device, world))
 
 
 def deepspeed_config(job: Job, sched: data.Schedule, total_steps: int, device: torch.device, world: int,
                      stage: int) -> dict:
     hp = job.hyperparameters
-    bf16, fp16 = mixed_precision(job, device)
+    bf16, fp16 = mixed_precision(job, device, world)
     return {
         "train_batch_size": hp.batch_size,
         "train_micro_batch_size_per_gpu": hp.micro_batch_size,
@@ -221,6 +233,7 @@ def train(job: Job, ctx: Context, model: torch.nn.Module, training: sampling.Tra
                                                               zero_stage(job, ctx.world)))
     engine.checkpoint_engine = safe_load.SafeCheckpointEngine(engine._config)
     plain = plain_loop(job, ctx.world, ctx.device)
+    amp = autocast_dtype(job, ctx.device, ctx.world)
     if plain:  # DeepSpeed would flatten and all-reduce every gradient with itself
         engine.enable_backward_allreduce = False
     trained = [p for g in groups for p in g["params"]]
@@ -232,6 +245,8 @@ def train(job: Job, ctx: Context, model: torch.nn.Module, training: sampling.Tra
     if resumed is not None:
         state = resumed
         log.info("resumed at step %d of %d", state.step, total)
+    if metrics:
+        metrics.start(state.step)
 
     def evaluate_and_select():
         score = evaluator(engine.module)
@@ -268,7 +283,8 @@ def train(job: Job, ctx: Context, model: torch.nn.Module, training: sampling.Tra
         tokens += int(batch["attention_mask"].sum())
         positions += batch["attention_mask"].numel()
         batch = {k: v.to(ctx.device, non_blocking=True) for k, v in batch.items()}
-        out = engine(**batch, task=task)
+        with torch.autocast(ctx.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+            out = engine(**batch, task=task)
         loss = out["loss"]
         engine.backward(loss)
         if plain and engine.is_gradient_accumulation_boundary():
@@ -311,6 +327,8 @@ def train(job: Job, ctx: Context, model: torch.nn.Module, training: sampling.Tra
             if not saved:
                 _save_checkpoint(engine, ckpt_root, state, ctx, generator)
             log.warning("preempted: checkpoint of step %d committed; the next attempt resumes there", state.step)
+            if metrics:
+                metrics.flush()
             raise Preempted(state.step)
     watch.armed = False  # no step to finish from here: SIGTERM stops the phase at once
     if positions:

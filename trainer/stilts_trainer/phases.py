@@ -23,7 +23,7 @@ from .formats import tagging
 from .sampling import TrainingSet
 from .checkpoint import is_complete, mark_complete, write_json_atomic, write_termination_message
 from .job import Job, JobError, MlmMix, dump
-from .metrics import TrainerMetrics
+from .metrics import EVENTS_DIR, TrainerMetrics
 
 log = logging.getLogger("stilts_trainer")
 
@@ -44,7 +44,7 @@ def _metrics(job: Job, ctx: engine.Context) -> TrainerMetrics | None:
         return None
     labels = {"experiment": job.experiment, "job_hash": job.job_hash, "phase": job.phase,
               "backbone": job.backbone.name, "task": job.task or ""}
-    return TrainerMetrics(labels, job.metrics_port)
+    return TrainerMetrics(labels, job.metrics_port, events=Path(job.output) / EVENTS_DIR)
 
 
 def _save(module, tokenizer, directory: Path, job: Job, ctx: engine.Context) -> None:
@@ -128,6 +128,8 @@ def pretrain(job: Job, ctx: engine.Context) -> dict:
                            transforms={model.MLM: part["transform"]})
     state = engine.train(job, ctx, module, training, tokenizer.pad_token_id,
                          save_best=lambda m: _save(m, tokenizer, out / "model", job, ctx), metrics=metrics)
+    if metrics:
+        metrics.close()
     result = {"steps": state.step, "paddingShare": state.padding_share}
     if job.data_source == "synthetic":  # the offline world has a dictionary to check alignment against
         scores = diagnostics.word_alignment(model.encoder_of(module).roberta, tokenizer, synthetic.XNLI_LANGUAGES,
@@ -270,7 +272,8 @@ def finetune(job: Job, ctx: engine.Context) -> dict:
         log.info("English dev, selected model (step %d): %s", state.best_step,
                  {n: {k: round(v, 4) for k, v in d.items()} for n, d in dev.items()})
         if metrics:
-            metrics.dev_score(dev_score)
+            metrics.dev_score(dev_score, selected=True)
+            metrics.close()
     return {"steps": state.step, "bestStep": state.best_step, "stoppedEarly": state.stopped_early,
             "devScore": round(dev_score, 4),
             "dev": {n: {k: round(v, 4) for k, v in d.items()} for n, d in dev.items()},

@@ -3,8 +3,12 @@
 Each TrainJob refers to the chart's ClusterTrainingRuntime `stilts-torch-distributed`, which carries
 what every job shares (the restricted security context, no service-account token, the metrics port,
 restartPolicy Never). The TrainJob sets image, command, nodes, processes per node and resources, and
-adds through `runtimePatches` (Trainer v2.3) what is per job: the claim, /dev/shm, the job's ConfigMap,
-labels, node selector, tolerations and the termination grace period. The Trainer's torch plugin sets the PET_* variables torchrun
+adds through `runtimePatches` what is per job: the claim, /dev/shm, the job's ConfigMap,
+labels, node selector and tolerations. Trainer is v2.2.0, the version Kueue v0.17.0's module builds
+against: Kueue rewrites each TrainJob it admits through those API types, so a field only a newer
+Trainer has is dropped on admission (seen on the test control plane with Trainer v2.3: a runtime
+patch's terminationGracePeriodSeconds vanished and JobSet refused the changed template). The grace
+period is therefore the runtime's (the chart's `trainjobTerminationGracePeriodSeconds`). The Trainer's torch plugin sets the PET_* variables torchrun
 reads. The leader is the pod with completion index 0 of the first Job, found by JobSet's labels.
 """
 
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 from . import Backend, from_conditions
 from ..reconcile import Observed
+from ..spec import TERMINATION_GRACE_SECONDS
 
 RUNTIME = "stilts-torch-distributed"
 REPLICATED_JOB = "node"          # the runtime's replicated job, and its container's name
@@ -25,14 +30,15 @@ def manifest(experiment: dict, job, attempt: int, name: str, template: dict, met
     nodes = job.launch.workers
     spec = {
         "runtimeRef": {"name": RUNTIME, "kind": "ClusterTrainingRuntime", "apiGroup": "trainer.kubeflow.org"},
-        "trainer": {"image": container["image"], "command": container["command"], "env": container["env"],
+        # torchrun's shutdown timeout follows the runtime's grace period, so it comes from the runtime too.
+        "trainer": {"image": container["image"], "command": container["command"],
+                    "env": [e for e in container["env"] if e["name"] != "TORCH_ELASTIC_SHUTDOWN_TIMEOUT"],
                     "numNodes": nodes, "numProcPerNode": job.launch.processes,
                     "resourcesPerNode": container["resources"]},
         "runtimePatches": [{"manager": MANAGER, "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [{
             "name": REPLICATED_JOB, "template": {"spec": {"template": {
                 "metadata": {"labels": template["metadata"]["labels"]},
                 "spec": {"volumes": pod["volumes"],
-                         "terminationGracePeriodSeconds": pod["terminationGracePeriodSeconds"],
                          "containers": [{"name": REPLICATED_JOB, "volumeMounts": container["volumeMounts"]}],
                          **({"nodeSelector": pod["nodeSelector"]} if pod.get("nodeSelector") else {}),
                          **({"tolerations": pod["tolerations"]} if pod.get("tolerations") else {})}}}}}]}}}}],
@@ -53,12 +59,20 @@ def is_leader(pod: dict) -> bool:
 
 
 def unsupported(spec: dict) -> list[str]:
-    """What Trainer v2.3's runtime patches cannot set per TrainJob."""
-    if (spec.get("scheduling") or {}).get("priorityClassName"):
-        return ["spec.scheduling.priorityClassName: the trainjob backend cannot set a priority class per job "
-                "(Trainer v2.3 runtime patches do not carry it); set it in the stilts ClusterTrainingRuntime, "
-                "or use Kueue's WorkloadPriorityClass"]
-    return []
+    """What Trainer v2.2's runtime patches cannot set per TrainJob."""
+    scheduling = spec.get("scheduling") or {}
+    problems = []
+    if scheduling.get("priorityClassName"):
+        problems.append("spec.scheduling.priorityClassName: the trainjob backend cannot set a priority class per "
+                        "job (Trainer v2.2 runtime patches do not carry it); set it in the stilts "
+                        "ClusterTrainingRuntime, or use Kueue's WorkloadPriorityClass")
+    grace = scheduling.get("terminationGracePeriodSeconds", TERMINATION_GRACE_SECONDS)
+    if grace != TERMINATION_GRACE_SECONDS:
+        problems.append(f"spec.scheduling.terminationGracePeriodSeconds: the trainjob backend takes the grace period "
+                        f"from the stilts ClusterTrainingRuntime (Trainer v2.2 runtime patches do not carry it); "
+                        f"remove it (the default is {TERMINATION_GRACE_SECONDS}) and set the chart's "
+                        f"trainjobTerminationGracePeriodSeconds to {grace} instead")
+    return problems
 
 
 BACKEND = Backend(
@@ -68,7 +82,7 @@ BACKEND = Backend(
     # hostname <trainjob>-node-<i>-<index> must stay a DNS label of at most 63 characters.
     max_name=46,
     manifest=manifest, observe=observe, is_leader=is_leader, unsupported=unsupported,
-    # Trainer v2.3 re-creates the JobSet of a TrainJob that is being deleted in the foreground (seen on
+    # Trainer v2 re-creates the JobSet of a TrainJob that is being deleted in the foreground (seen on
     # the test control plane: the deletion never ends, and new pods keep coming); with Background the
     # TrainJob goes at once and the garbage collector takes its JobSet, Jobs and pods.
     delete_propagation="Background")
