@@ -68,6 +68,17 @@ def test_next_phase_starts_from_the_previous_encoder_and_drops_its_head(tmp_path
     assert (out / "model" / "heads.pt").exists()
 
 
+def assert_same_run(reference, out):
+    """Bit-equal weights, and the same dev scores and selected step, as the uninterrupted reference."""
+    a, b = weights(reference / "model"), weights(out / "model")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    ref_metrics = json.loads((reference / "metrics.json").read_text())
+    got_metrics = json.loads((out / "metrics.json").read_text())
+    assert (got_metrics["dev"], got_metrics["bestStep"]) == (ref_metrics["dev"], ref_metrics["bestStep"])
+
+
 def _run_until_checkpoint_then_kill(path, marker, timeout=300, nproc=1):
     """Start the job, SIGKILL it (the whole process group) once `marker` exists."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -114,14 +125,7 @@ def test_killed_job_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path, p
     assert "resumed at step" in r.stderr
     if tear_newest:
         assert "unreadable" in r.stderr
-    a, b = weights(reference / "model"), weights(out / "model")
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-    ref_metrics = json.loads((reference / "metrics.json").read_text())
-    got_metrics = json.loads((out / "metrics.json").read_text())
-    assert got_metrics["dev"] == ref_metrics["dev"]
-    assert got_metrics["bestStep"] == ref_metrics["bestStep"]
+    assert_same_run(reference, out)
 
 
 def test_sigterm_commits_a_checkpoint_on_every_rank_and_the_next_attempt_ends_where_an_uninterrupted_run_ends(
@@ -161,13 +165,7 @@ def test_sigterm_commits_a_checkpoint_on_every_rank_and_the_next_attempt_ends_wh
     r = subprocess.run(trainer_command(path, nproc=2), env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"resumed at step {step} of {total}" in r.stderr
-    a, b = weights(reference / "model"), weights(out / "model")
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-    ref_metrics = json.loads((reference / "metrics.json").read_text())
-    got_metrics = json.loads((out / "metrics.json").read_text())
-    assert (got_metrics["dev"], got_metrics["bestStep"]) == (ref_metrics["dev"], ref_metrics["bestStep"])
+    assert_same_run(reference, out)
 
 
 def test_the_launcher_keeps_a_bad_input_exit_code_that_torchrun_would_turn_into_1(tmp_path):
