@@ -30,6 +30,7 @@ JOB_KIND = "TrainerJob"
 
 COMPLETE = "COMPLETE"  # a job's commit marker, written last; it holds the job's summary (summary.py)
 TRAIN_LOG = "train.log"  # each attempt's log, appended in the job's directory
+EVENTS_DIR = "tensorboard"  # a training job's TensorBoard event files, in its directory (`stilts tensorboard`)
 PROGRESS = "progress.json"  # step, total steps and ETA of a running training phase, rewritten as it goes
 
 

@@ -8,10 +8,11 @@ token, owned by the experiment so that it goes with it) and forwards a local por
 
 from __future__ import annotations
 
-from stilts_contract.names import TRAINING_PHASES
+import time
+
+from stilts_contract.names import EVENTS_DIR, TRAINING_PHASES
 
 PORT = 6006
-EVENTS_DIR = "tensorboard"  # the trainer's (stilts_trainer.metrics.EVENTS_DIR)
 
 
 def logdir_spec(jobs: list[tuple[str, str, str]]) -> str:
@@ -75,6 +76,5 @@ def ensure_pod(api, seen, image: str) -> str:
         except client.ApiException as err:
             if err.status != 409:
                 raise
-            import time
             time.sleep(1)
     raise TimeoutError(f"pod {namespace}/{name} is still being deleted")

@@ -41,7 +41,8 @@ class Context:
     world: int
     local_rank: int
     device: torch.device
-    watch: Watch | None = None  # SIGTERM: finish the step, commit a checkpoint (preemption.py)
+    # SIGTERM: finish the step, commit a checkpoint (preemption.py); a bare Context's never fires
+    watch: Watch = field(default_factory=lambda: Watch(install=False))
 
     @property
     def is_main(self) -> bool:
@@ -72,16 +73,15 @@ def init_distributed() -> Context:
     return Context(dist.get_rank(), dist.get_world_size(), local_rank, device, _watch(device))
 
 
-def _watch(device: torch.device) -> Watch | None:
+def _watch(device: torch.device) -> Watch:
     """The process's SIGTERM watch, installed once (in the main thread, where Python handles signals).
     Its flag travels over gloo: on CUDA a side group of every rank, so the check never touches the GPU."""
     installed = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
     if isinstance(installed, Watch):
         return installed
-    if threading.current_thread() is not threading.main_thread():
-        return None
     side = dist.new_group(backend="gloo") if device.type == "cuda" and dist.get_world_size() > 1 else None
-    return Watch(side)
+    # Python handles signals in the main thread only: elsewhere (a benchmark's thread) the watch never fires.
+    return Watch(side, install=threading.current_thread() is threading.main_thread())
 
 
 def mixed_precision(job: Job, device: torch.device, world: int) -> tuple[bool, bool]:
@@ -271,7 +271,7 @@ def train(job: Job, ctx: Context, model: torch.nn.Module, training: sampling.Tra
     # and doing that every step keeps the host from queueing the next step's kernels.
     window_losses: dict[str, list[torch.Tensor]] = {}
     last_loss: dict[str, torch.Tensor] = {}
-    watch = ctx.watch or Watch.inert()
+    watch = ctx.watch
     watch.armed = True  # from here SIGTERM waits for the end of the step
     while state.step < total and not state.stopped_early:
         task, indices = stream.at(micro, ctx.rank)

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
+from stilts_contract.names import EVENTS_DIR
 
 from .trainer_status import StatusReporter
 
 LABELS = ("experiment", "job_hash", "phase", "backbone", "task")
-EVENTS_DIR = "tensorboard"  # in the job's output directory; `stilts tensorboard` names the runs
 
 
 class TrainerMetrics:

@@ -16,14 +16,14 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from stilts_contract import summary as summaries
-from stilts_contract.names import COMPLETE, TINY_MODELS
+from stilts_contract.names import COMPLETE, EVENTS_DIR, TINY_MODELS
 
 from . import backbones, data, diagnostics, engine, feature_cache, formats, model, sampling, synthetic, tasks
 from .formats import tagging
 from .sampling import TrainingSet
 from .checkpoint import is_complete, mark_complete, write_json_atomic, write_termination_message
 from .job import Job, JobError, MlmMix, dump
-from .metrics import EVENTS_DIR, TrainerMetrics
+from .metrics import TrainerMetrics
 
 log = logging.getLogger("stilts_trainer")
 

@@ -34,11 +34,11 @@ class Watch:
     """One per process (engine.init_distributed installs it). While `armed` (inside the training loop) SIGTERM only sets a flag
     that `agreed` shares with every rank; otherwise it raises Preempted where the process is."""
 
-    def __init__(self, group=None):
+    def __init__(self, group=None, install: bool = True):
         self.group = group
         self.requested = False
         self.armed = False
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        self._previous = signal.signal(signal.SIGTERM, self._handle) if install else None
 
     def _handle(self, signum, frame) -> None:
         if self.requested:
@@ -47,13 +47,6 @@ class Watch:
         if not self.armed:
             raise Preempted()
         log.warning("SIGTERM: finishing this step, then committing a checkpoint")
-
-    @classmethod
-    def inert(cls) -> "Watch":
-        """A watch that never fires, where no handler could be installed (a thread other than the main)."""
-        watch = cls.__new__(cls)
-        watch.group, watch.requested, watch.armed, watch._previous = None, False, False, None
-        return watch
 
     def agreed(self, world: int) -> bool:
         """Whether any rank was told to stop (all ranks call this at the same step)."""
@@ -64,5 +57,6 @@ class Watch:
         return bool(flag[0])
 
     def close(self) -> None:
-        signal.signal(signal.SIGTERM, self._previous)
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
