@@ -1,24 +1,28 @@
 """The GPU benchmark: what one card gives stilts' own training loop at paper scale, in one command,
-in about six minutes, with no hub access (XLM-R large's configuration with random weights).
+in seven to nine minutes (estimated; --budget-s caps it), with no hub access (XLM-R large's
+configuration with random weights).
 
     python benchmarks/gpu.py [--out DIR]      # on a machine with a CUDA GPU
     python benchmarks/gpu.py --smoke          # the same code paths on CPU with a tiny model (a check, no figures)
+    python benchmarks/gpu.py --only V3,MoE    # the rows whose names contain one of these
 
-Each section runs in its own process (its peak memory is its own; a failure does not stop the rest):
+Each section runs in its own process (its peak memory is its own; a failure does not stop the rest),
+and prints its result as one JSON line as soon as it ends, so a run cut short keeps what it measured:
 
 - ceiling: a bf16 8192^3 matrix product, the card's measured roof beside its datasheet figure;
-- dense:   fine-tuning steps of XLM-R large through `engine.train` (the loop every phase uses), bf16,
-           ZeRO-2 as the spec asks (one card runs it as stage 0: nothing to partition; the table says
-           which ran), at the paper's batch (32 x 128 tokens) and at a throughput batch (micro 64 x 4);
-- moe:     the same model upcycled as stilts' default MoE arm (top-2, 8 experts in every second layer),
-           one card, so expert parallelism 1;
-- eval:    XNLI-shaped evaluation through `engine.predict` (5010 pairs, one language's test set,
-           lengths like XNLI's), fp32 against bf16 autocast.
+- train:   fine-tuning steps of XLM-R large through `engine.train` (the loop every phase uses), one
+           row per TRAIN_CONFIGS entry: the ladder from the path that ran at 10.9% MFU (V0) through
+           timers off (V1), DeepSpeed's bf16 under ZeRO-2 against plain mixed precision (V2), compiled
+           layers (V3) and micro-batch 128 x 2 (V4); MoE (stilts' default arm: top-2, 8 experts in every
+           second layer, expert parallelism 1 on one card) before and after; the paper's batch 32;
+- eval:    (--eval) XNLI-shaped evaluation through `engine.predict`, fp32 against bf16 autocast.
 
-Model FLOPs utilisation counts the matrix products a token needs (6 x the active matrix parameters per
-token, plus attention's 12 x layers x length x width), over the card's dense bf16 datasheet peak; a
-top-2 MoE token runs two experts. Steady state: the first steps (allocation, kernel selection) are
-left out.
+Each training row gives the median of the timed steps' wall times (CUDA events at every optimizer
+step, no host sync added), tokens/s, model TFLOP/s, MFU, the share of the measured matmul roof, host
+reads of device tensors per step, and from a profiled stretch after the timed one, kernel launches per
+step and the share of wall time the GPU was busy. Model FLOPs utilisation counts the matrix products a
+token needs (6 x the active matrix parameters per token, plus attention's 12 x layers x length x
+width), over the card's dense bf16 datasheet peak; a top-2 MoE token runs two experts.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,18 +52,47 @@ SMOKE = dict(XLMR_LARGE, vocab_size=1000, hidden_size=64, num_hidden_layers=4, n
 DATASHEET_BF16 = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12, "L40S": 362e12}
 MOE = {"experts": 8, "topK": 2, "everyNLayers": 2, "expertParallelSize": 1}
 SEQ = 128  # the paper's (jiant's) XNLI fine-tuning length
-# name -> (micro batch, global batch, MoE settings, precision path). "autocast" is the trainer's path for
-# one bf16 process (engine.autocast_dtype: fp32 master weights, bf16 autocast, fused AdamW, foreach
-# clipping); "deepspeed" is the path it replaced (DeepSpeed's bf16 with FP16_UnfusedOptimizer and its
-# throughput timer on), kept to measure the difference on the same card in the same run.
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One training configuration. `path` is how a single bf16 process trains:
+    - "autocast":  the trainer's (engine.autocast_dtype): fp32 master weights, bf16 autocast, fused AdamW,
+                   foreach clipping;
+    - "ds-bf16":   DeepSpeed's own bf16 (FP16_UnfusedOptimizer: an overflow read per parameter), the path
+                   autocast replaced; `timers` puts back DeepSpeed's default throughput timer (a device
+                   synchronize at every forward and step), which the trainer turns off;
+    - "ds-zero2":  DeepSpeed's bf16 under ZeRO-2 as the spec names it (the trainer runs stage 0 alone).
+    `compiled` is deepspeed.compileLayers (torch.compile per encoder layer)."""
+    micro: int
+    batch: int
+    path: str = "autocast"
+    moe: dict | None = None
+    timers: bool = False
+    compiled: bool = False
+
+
+# The issue's ladder (V0 = what ran at 10.9% MFU; each later row changes one thing), then MoE before and
+# after, and the paper's own batch on the trainer's path.
 TRAIN_CONFIGS = {
-    "dense, paper batch 32": (32, 32, None, "autocast"),
-    "dense, micro 64 x 4": (64, 256, None, "autocast"),
-    "dense, micro 64 x 4, before (DeepSpeed bf16)": (64, 256, None, "deepspeed"),
-    "moe top-2 x8, micro 64 x 4": (64, 256, MOE, "autocast"),
-    "moe top-2 x8, micro 64 x 4, before (DeepSpeed bf16)": (64, 256, MOE, "deepspeed"),
+    "V0 dense 64x4, DeepSpeed bf16, timers on (before)": Variant(64, 256, "ds-bf16", timers=True),
+    "V1 dense 64x4, DeepSpeed bf16, timers off": Variant(64, 256, "ds-bf16"),
+    "V2 dense 64x4, DeepSpeed bf16, ZeRO-2": Variant(64, 256, "ds-zero2"),
+    "V2 dense 64x4, plain mixed precision (trainer)": Variant(64, 256),
+    "V3 dense 64x4, mixed precision, compiled layers": Variant(64, 256, compiled=True),
+    "V4 dense 128x2, mixed precision": Variant(128, 256),
+    "dense paper batch 32, mixed precision": Variant(32, 32),
+    "MoE V0 64x4, DeepSpeed bf16, timers on (before)": Variant(64, 256, "ds-bf16", MOE, timers=True),
+    "MoE 64x4, mixed precision (trainer)": Variant(64, 256, moe=MOE),
+    "MoE 64x4, mixed precision, compiled layers": Variant(64, 256, moe=MOE, compiled=True),
 }
-WARMUP_STEPS = 3
+# Run order: the before/after pairs first, compilation (the slowest to start) late, so a run cut short by
+# --budget-s or a device window still answers the main question.
+RUN_ORDER = ("V0 dense", "V2 dense 64x4, plain", "MoE V0", "MoE 64x4, mixed precision (trainer)", "V1", "V2 dense 64x4, "
+             "DeepSpeed", "V4", "V3", "MoE 64x4, mixed precision, compiled", "dense paper")
+WARMUP_STEPS = 3  # allocation, kernel selection, compilation: left out
+TIMED_STEPS = 6   # every one timed on the device's own clock
+PROFILED_STEPS = 2  # then under the profiler, for launches and busy time (its overhead kept out of the timing)
 
 
 def datasheet_peak(name: str) -> float | None:
@@ -78,29 +112,84 @@ def train_flops_per_token(cfg: dict, seq: int, moe: dict | None) -> float:
 
 
 class StepClock:
-    """Stands in for TrainerMetrics: the loop calls step() on rank 0 after optimizer steps."""
+    """Marks the end of every optimizer step: on CUDA an event on the device's own timeline (no host
+    sync, so the host runs ahead as it does in training), read once at the end. DeepSpeed's engine
+    counts optimizer steps (global_steps) whichever path runs, so the mark goes where that count moves.
+    After the timed steps it profiles a few more, with a sync at either end, for kernel launches and the
+    share of wall time the GPU was busy."""
 
-    def __init__(self, sync):
-        self.sync, self.times = sync, {}
+    def __init__(self, cuda: bool):
+        import torch
+        from deepspeed.runtime.engine import DeepSpeedEngine
 
-    def step(self, step, *args, **kwargs):
-        self.sync()
-        self.times[step] = time.perf_counter()
+        self.cuda, self.marks, self.profiled = cuda, [], {}
+        self._profiler = self._t0 = None
+        original = DeepSpeedEngine.step
 
-    def head(self, *args):
-        pass
+        def step(engine, *args, **kwargs):
+            before = engine.global_steps
+            out = original(engine, *args, **kwargs)
+            if engine.global_steps != before:
+                self.mark()
+            return out
 
-    def moe(self, *args):
-        pass
+        DeepSpeedEngine.step = step
+        self._torch = torch
 
-    def dev_score(self, *args, **kwargs):
-        pass
+    @property
+    def steps(self) -> int:
+        return len(self.marks)
 
-    def start(self, step):
-        pass
+    def mark(self) -> None:
+        torch = self._torch
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.marks.append(event)
+        else:
+            self.marks.append(time.perf_counter())
+        first_profiled = WARMUP_STEPS + TIMED_STEPS
+        if self.steps == first_profiled:
+            self._start_profile()
+        elif self.steps == first_profiled + PROFILED_STEPS and self._profiler:
+            self._stop_profile()
 
-    def flush(self):
-        pass
+    def _sync(self) -> None:
+        if self.cuda:
+            self._torch.cuda.synchronize()
+
+    def _start_profile(self) -> None:
+        from torch.profiler import ProfilerActivity, profile
+
+        # Device activity only on a GPU: tracing host ops too would slow the host and so the busy share.
+        self._profiler = profile(activities=[ProfilerActivity.CUDA if self.cuda else ProfilerActivity.CPU])
+        self._profiler.start()
+        self._sync()
+        self._t0 = time.perf_counter()
+
+    def _stop_profile(self) -> None:
+        from torch.autograd import DeviceType
+
+        self._sync()
+        wall_us = (time.perf_counter() - self._t0) * 1e6
+        self._profiler.stop()
+        device = sorted((e.time_range.start, e.time_range.end) for e in self._profiler.events()
+                        if e.device_type == DeviceType.CUDA)
+        busy, reach = 0.0, float("-inf")  # the union of kernel intervals: overlapping streams count once
+        for begin, end in device:
+            if end > reach:
+                busy += end - max(begin, reach)
+                reach = end
+        self.profiled = {"launches_per_step": len(device) / PROFILED_STEPS if self.cuda else None,
+                         "gpu_busy": min(1.0, busy / wall_us) if self.cuda else None}
+
+    def step_ms(self) -> list[float]:
+        """Wall time of each timed step (after the warm-up, before the profiled ones)."""
+        span = self.marks[WARMUP_STEPS - 1:WARMUP_STEPS + TIMED_STEPS]
+        if self.cuda:
+            span[-1].synchronize()
+            return [a.elapsed_time(b) for a, b in zip(span, span[1:])]
+        return [(b - a) * 1e3 for a, b in zip(span, span[1:])]
 
 
 def make_checkpoint(args) -> dict:
@@ -117,10 +206,10 @@ def make_checkpoint(args) -> dict:
             "attention": mlm.config._attn_implementation}
 
 
-def count_device_reads(clock, after_step: int) -> dict:
-    """Host reads of device tensors (item, bool, int, tolist) and synchronize() calls, counted from
-    `after_step` on: each one stalls the host until the GPU catches up (tests/trainer/sync_checks.py
-    counts the same on CPU). The clock's own synchronize per step is left out."""
+def count_device_reads(clock: StepClock) -> dict:
+    """Host reads of device tensors (item, bool, int, tolist) and synchronize() calls during the timed
+    steps: each one stalls the host until the GPU catches up (tests/trainer/sync_checks.py counts the
+    same on CPU)."""
     import torch
 
     counted = {"count": 0}
@@ -128,17 +217,31 @@ def count_device_reads(clock, after_step: int) -> dict:
     def counting(original, is_sync=False):
         def wrapper(*args, **kwargs):
             tensor = args[0] if args and isinstance(args[0], torch.Tensor) else None
-            if clock.times and max(clock.times) >= after_step and (is_sync or (tensor is not None
-                                                                               and tensor.device.type != "cpu")):
+            if WARMUP_STEPS <= clock.steps < WARMUP_STEPS + TIMED_STEPS and (
+                    is_sync or (tensor is not None and tensor.device.type != "cpu")):
                 counted["count"] += 1
             return original(*args, **kwargs)
         return wrapper
 
     for name in ("item", "__bool__", "__int__", "tolist"):
         setattr(torch.Tensor, name, counting(getattr(torch.Tensor, name)))
-    if torch.cuda.is_available():  # the clock holds the original: its own synchronize is not counted
+    if torch.cuda.is_available():
         torch.cuda.synchronize = counting(torch.cuda.synchronize, is_sync=True)
     return counted
+
+
+def _use_path(engine, variant: Variant) -> None:
+    """Put a replaced path back, for the comparison only."""
+    if variant.path == "autocast":
+        return
+    default_config = engine.deepspeed_config
+    engine.autocast_dtype = lambda job, device, world: None
+    engine.mixed_precision = lambda job, device, world: (device.type == "cuda", False)
+    engine.plain_loop = lambda job, world, device: False  # DeepSpeed clips and reduces (on CPU too)
+    if variant.path == "ds-zero2":
+        engine.zero_stage = lambda job, world: 2
+    if variant.timers:
+        engine.deepspeed_config = lambda *a: {**default_config(*a), "timers": {"throughput": {"enabled": True}}}
 
 
 def train_section(args) -> dict:
@@ -149,24 +252,22 @@ def train_section(args) -> dict:
     from stilts_trainer.job import parse
     from stilts_trainer.sampling import TrainingSet
 
-    micro, batch, moe, path = TRAIN_CONFIGS[args.config]
-    if path == "deepspeed":  # the replaced path, for the comparison only
-        timers_off = engine.deepspeed_config
-        engine.autocast_dtype = lambda job, device, world: None
-        engine.mixed_precision = lambda job, device, world: (device.type == "cuda", False)
-        engine.deepspeed_config = lambda *a: {**timers_off(*a), "timers": {"throughput": {"enabled": True}}}
+    variant = TRAIN_CONFIGS[args.config]
+    _use_path(engine, variant)
+    micro, batch = variant.micro, variant.batch
     if args.smoke:
         micro, batch = max(1, micro // 16), max(1, batch // 16)
-    steps = 8 + WARMUP_STEPS if batch > micro else 20 + WARMUP_STEPS
+    steps = WARMUP_STEPS + TIMED_STEPS + PROFILED_STEPS
     backbone = {"name": "xlmr-large", "model": args.checkpoint}
-    if moe:
-        backbone.update(architecture="moe", moe={k: v for k, v in moe.items()})
+    if variant.moe:
+        backbone.update(architecture="moe", moe=dict(variant.moe))
     ctx = engine.init_distributed()
     cuda = ctx.device.type == "cuda"
     job = parse({"phase": "target", "task": "mnli", "backbone": backbone, "output": args.work,
                  "hyperparameters": {"learningRate": 1e-5, "batchSize": batch, "microBatchSize": micro,
                                      "maxSteps": steps, "evalEverySteps": 10**6, "maxSeqLength": SEQ},
-                 "checkpointEverySteps": 10**6, "deepspeed": {"zeroStage": 2, "precision": "bf16"}})
+                 "checkpointEverySteps": 10**6,
+                 "deepspeed": {"zeroStage": 2, "precision": "bf16", "compileLayers": variant.compiled}})
     encoder = models.build_encoder(args.checkpoint, job.backbone, ctx.world)
     labels = tasks.get("mnli").labels
     clf = models.TaskModel(encoder, [models.HeadSpec("mnli", "classification", labels)], models.aux_loss(job.backbone))
@@ -174,21 +275,21 @@ def train_section(args) -> dict:
     vocab = encoder.config.vocab_size
     features = [{"input_ids": [0] + [rng.randrange(5, vocab) for _ in range(SEQ - 2)] + [2],
                  "label": rng.randrange(len(labels))} for _ in range(steps * batch)]
-    clock = StepClock(torch.cuda.synchronize if cuda else (lambda: None))
+    clock = StepClock(cuda)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    reads = count_device_reads(clock, WARMUP_STEPS)
+    reads = count_device_reads(clock)
     engine.train(job, ctx, clf, TrainingSet({"mnli": features}, {"mnli": formats.get("classification").collate}), 1,
-                 save_best=lambda m: None, evaluator=None, metrics=clock)
-    recorded = sorted(s for s in clock.times if s >= WARMUP_STEPS)
-    first, last = recorded[0], recorded[-1]
-    seconds = (clock.times[last] - clock.times[first]) / (last - first)
+                 save_best=lambda m: None, evaluator=None, metrics=None)
+    times = clock.step_ms()
+    seconds = sorted(times)[len(times) // 2] / 1e3  # the median step: one slow step (a GC pause) does not move it
     tokens_per_second = batch * SEQ / seconds
-    result = {"config": args.config, "path": path, "micro": micro, "batch": batch, "seq": SEQ,
-              "step_ms": seconds * 1e3, "device_reads_per_step": reads["count"] / max(1, last - WARMUP_STEPS),
+    result = {"config": args.config, "path": variant.path, "compiled": variant.compiled, "micro": micro,
+              "batch": batch, "seq": SEQ, "step_ms": seconds * 1e3, "steps_ms": [round(t, 1) for t in times],
+              "device_reads_per_step": reads["count"] / TIMED_STEPS, **clock.profiled,
               "zero_stage": engine.zero_stage(job, ctx.world),
               "tokens_per_s": tokens_per_second,
-              "model_tflops": tokens_per_second * train_flops_per_token(encoder.config.to_dict(), SEQ, moe) / 1e12,
+              "model_tflops": tokens_per_second * train_flops_per_token(encoder.config.to_dict(), SEQ, variant.moe) / 1e12,
               "attention": encoder.config._attn_implementation}
     if cuda:
         result["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
@@ -405,21 +506,24 @@ def table(results: dict) -> str:
     peak = datasheet_peak(card)
     measured = ceiling.get("matmul_tflops")
     lines = [f"card: {card}, torch {ceiling.get('torch', '?')}; bf16 matmul 8192^3: "
-             f"{measured and round(measured)} TFLOP/s measured, {peak and round(peak / 1e12)} datasheet"]
-    # The spec asks for ZeRO-2; a single process runs stage 0 (engine.zero_stage: nothing to partition).
-    stages = sorted({results.get(name, {}).get("zero_stage", 2) for name in TRAIN_CONFIGS})
-    title = f"training (XLM-R large, bf16, ZeRO-{'/'.join(map(str, stages))}, seq 128)"
-    lines.append(f"{title:<52} {'step ms':>8} {'tokens/s':>10} "
-                 f"{'TFLOP/s':>8} {'MFU':>6} {'of matmul':>9} {'peak GiB':>8} {'reads/step':>10}")
+             f"{measured and round(measured)} TFLOP/s measured, {peak and round(peak / 1e12)} datasheet",
+             f"{'training (XLM-R large, bf16, seq 128)':<52} {'ZeRO':>4} {'step ms':>8} {'tokens/s':>10} "
+             f"{'TFLOP/s':>8} {'MFU':>6} {'of matmul':>9} {'peak GiB':>8} {'reads/step':>10} "
+             f"{'launches/step':>13} {'GPU busy':>8}"]
     for name in TRAIN_CONFIGS:
-        r = results.get(name, {})
+        if name not in results:
+            continue
+        r = results[name]
         if "error" in r:
             lines.append(f"{name:<52} failed: {r['error'][-300:]}")
             continue
         mfu = f"{r['model_tflops'] * 1e12 / peak:.1%}" if peak else "-"
         roof = f"{r['model_tflops'] / measured:.1%}" if measured else "-"
-        lines.append(f"{name:<52} {r['step_ms']:>8.1f} {r['tokens_per_s']:>10,.0f} {r['model_tflops']:>8.1f} "
-                     f"{mfu:>6} {roof:>9} {r.get('peak_gib', 0):>8.1f} {r['device_reads_per_step']:>10.1f}")
+        launches = "-" if r.get("launches_per_step") is None else f"{r['launches_per_step']:,.0f}"
+        busy = "-" if r.get("gpu_busy") is None else f"{r['gpu_busy']:.0%}"
+        lines.append(f"{name:<52} {r['zero_stage']:>4} {r['step_ms']:>8.1f} {r['tokens_per_s']:>10,.0f} "
+                     f"{r['model_tflops']:>8.1f} {mfu:>6} {roof:>9} {r.get('peak_gib', 0):>8.1f} "
+                     f"{r['device_reads_per_step']:>10.1f} {launches:>13} {busy:>8}")
     r = results.get("eval", {})
     if "error" in r:
         lines.append(f"eval failed: {r['error'][-300:]}")
@@ -431,10 +535,19 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def emit(section: str, result: dict) -> None:
+    """One JSON line per finished section, flushed: a run cut short keeps what it measured."""
+    print(json.dumps({"section": section, **result}), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=os.environ.get("OUT", ""), help="directory for gpu-benchmark.json")
     parser.add_argument("--smoke", action="store_true", help="tiny model on CPU: checks the code paths only")
+    parser.add_argument("--only", default="", help="comma-separated parts of row names: run those rows only")
+    parser.add_argument("--eval", action="store_true", help="also time XNLI-shaped evaluation, fp32 against bf16")
+    parser.add_argument("--budget-s", type=float, default=450, help="start no training row after this many "
+                        "seconds (the rows left are named as skipped): keeps a run inside a short device window")
     parser.add_argument("--attribute", action="store_true", help="time forward, backward and optimizer step apart "
                         "under ZeRO and optimizer variants, with a kernel profile of the step")
     parser.add_argument("--section", choices=sorted(SECTIONS), help=argparse.SUPPRESS)
@@ -453,11 +566,18 @@ def main() -> None:
         result["host_peak_gib"] = round(int(status["VmHWM"].split()[0]) / 2**20, 2)
         print("RESULT " + json.dumps(result), flush=True)
         return
+    wanted = [part.strip() for part in args.only.split(",") if part.strip()]
+    rows = sorted((name for name in TRAIN_CONFIGS if not wanted or any(part in name for part in wanted)),
+                  key=lambda name: next(i for i, start in enumerate(RUN_ORDER) if name.startswith(start)))
+    if not rows:
+        parser.error(f"--only {args.only!r} names no row; rows are: {'; '.join(TRAIN_CONFIGS)}")
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         args.tmp, args.checkpoint = tmp, os.path.join(tmp, "xlmr-large-random")
         results = {"ceiling": run_section("ceiling", args, [], 60)}
-        results["checkpoint"] = run_section("make", args, [], 120)
+        emit("ceiling", results["ceiling"])
         if args.attribute:
+            results["checkpoint"] = run_section("make", args, [], 120)
             for variant in ATTRIBUTION_VARIANTS:
                 r = run_section("attribute", args, ["--config", variant], 120)
                 for key in ("step_profile", "step_profile_cpu"):
@@ -467,16 +587,24 @@ def main() -> None:
             print(r.pop("step_profile", ""))
             print(json.dumps(r), flush=True)
             return
-        print(json.dumps(results, indent=1), flush=True)
-        for name in TRAIN_CONFIGS:
-            results[name] = run_section("train", args, ["--config", name], 150)
-            print(name, json.dumps(results[name]), flush=True)
-        results["eval"] = run_section("eval", args, [], 90)
-        print("eval", json.dumps(results["eval"]), flush=True)
+        results["checkpoint"] = run_section("make", args, [], 120)
+        emit("checkpoint", results["checkpoint"])
+        for name in rows:
+            if time.perf_counter() - started > args.budget_s:
+                results[name] = {"error": f"skipped: past --budget-s {args.budget_s:.0f}"}
+            else:  # compiled rows compile XLM-R's layer once (about a minute), the rest load and run
+                results[name] = run_section("train", args, ["--config", name], 240 if TRAIN_CONFIGS[name].compiled
+                                            else 150)
+            emit(name, results[name])
+        if args.eval:
+            results["eval"] = run_section("eval", args, [], 90)
+            emit("eval", results["eval"])
+    results["wall_s"] = round(time.perf_counter() - started, 1)
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "gpu-benchmark.json").write_text(json.dumps(results, indent=1))
     print(table(results))
+    print(f"wall time {results['wall_s']:.0f} s")
 
 
 if __name__ == "__main__":

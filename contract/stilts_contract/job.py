@@ -167,6 +167,10 @@ class DeepSpeed(Model):
     zero_stage: int = Field(2, ge=0, le=3, description="ZeRO stage (MoE needs 0-2).")
     precision: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="Mixed precision on GPUs; CPU "
                                                        "runs fp32.")
+    compile_layers: bool = Field(False, description="Compile each encoder layer with torch.compile "
+                                 "(regional compilation: one layer's graph serves all of them, so it compiles in "
+                                 "about a layer's time). Off until measured on a GPU (benchmarks/gpu.py, V3); "
+                                 "numerics differ at float rounding, so turning it on reruns the jobs.")
 
 
 class Prefetch(Model):

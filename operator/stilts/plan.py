@@ -86,7 +86,7 @@ class Job:
 
 # Settings that came after grids had run, at the value that means "as before": left out of a job's
 # hash, so upgrading stilts reruns nothing; any other value reruns the jobs that read the setting.
-AS_BEFORE = {"hyperparameters": {"groupByLength": False}}
+AS_BEFORE = {"hyperparameters": {"groupByLength": False}, "deepspeed": {"compileLayers": False}}
 
 
 def _hashed(body: dict) -> dict:

@@ -163,7 +163,7 @@ def test_every_planned_job_is_a_valid_trainer_job(raw, tmp_path_factory):
         parse(P.job_json(j, str(root / j.hash), str(parent) if parent else None, experiment="x"))
 
 
-def test_an_upgrade_reruns_nothing_and_group_by_length_reruns_only_what_trains_with_it():
+def test_an_upgrade_reruns_nothing_and_new_settings_rerun_only_what_they_change():
     """The hashes below are what the release before `groupByLength` planned for this spec. Off, its
     default, trains as that release did, so it stays out of the hash; on, it reruns the jobs it changes."""
     raw = {"dataSource": "synthetic", "intermediateTasks": ["qqp"], "seeds": [1],
@@ -181,6 +181,11 @@ def test_an_upgrade_reruns_nothing_and_group_by_length_reruns_only_what_trains_w
     changed = {j.name for j in P.plan(parse_spec(grouped)) if before[j.name] != j.hash}
     assert changed == {"dense-qqp-s1-target", "dense-qqp-s1-evaluate", "dense-none-s1-target",
                        "dense-none-s1-evaluate"}
+    # compileLayers (torch.compile per layer) came later too: off plans the hashes above; on changes the
+    # arithmetic's rounding, so every job reruns.
+    assert all(j.body["deepspeed"]["compileLayers"] is False for j in jobs)
+    compiled = P.plan(parse_spec({**raw, "deepspeed": {"compileLayers": True}}))
+    assert all(before[j.name] != j.hash and j.body["deepspeed"]["compileLayers"] for j in compiled)
 
 
 def test_the_mlm_ablation_is_its_own_arm_in_the_plan():

@@ -48,6 +48,26 @@ def main() -> None:
     out["aux_loss"] = result["aux_loss"].item()
     out["loss_minus_task"] = (result["loss"] - task_loss).item()
     out["stats"] = moe.load_stats(clf)
+    # The mask the trainer builds without reading the device (model.encoder_mask) against transformers' own
+    # handling of the 2D mask: the same logits, and in MoE layers the same load-balancing loss and the same
+    # tokens routed, padded or not.
+    dense_clf = model.TaskModel(backbones.dense.encoder(directory, None, 1),
+                                [model.HeadSpec("mnli", "classification", ("e", "n", "c"))])
+    full = tok(["the red cat sees the dog", "the dog sees the red cat"], padding=True, return_tensors="pt")
+    assert bool(full["attention_mask"].all()), "the unpadded batch has no padding"
+    diffs, routed_same = [], True
+    for module in (clf.eval(), dense_clf.eval()):
+        for inputs, padded in ((batch, True), (full, False)):
+            with torch.no_grad():
+                library = module(inputs["input_ids"], inputs["attention_mask"])
+                routed = [layer.counts.clone() for layer in moe.moe_layers(module)]
+                ours = module(inputs["input_ids"], inputs["attention_mask"], padded=padded)
+            diffs.append((library["logits"] - ours["logits"]).abs().max().item())
+            if "aux_loss" in ours:
+                diffs.append((library["aux_loss"] - ours["aux_loss"]).abs().item())
+            routed_same &= all(torch.equal(a, layer.counts) for a, layer in zip(routed, moe.moe_layers(module)))
+    out["mask_paths_max_diff"] = max(diffs)
+    out["mask_paths_routed_same"] = routed_same
     json.dump(out, sys.stdout)
 
 

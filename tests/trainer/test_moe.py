@@ -35,6 +35,13 @@ def test_fresh_top2_upcycle_equals_the_dense_model_with_padding_kept_out_of_rout
     assert checks["top2_routed_tokens"] == [checks["real_tokens"]] * 2
 
 
+def test_the_mask_built_without_a_device_read_gives_what_transformers_gives(checks):
+    """model.encoder_mask (no mask without padding, SDPA's boolean mask built on the device with it)
+    against transformers' own handling of the 2D mask, which reads it on the host: dense and MoE."""
+    assert checks["mask_paths_max_diff"] < 1e-5
+    assert checks["mask_paths_routed_same"], "padding stays out of routing with the trainer's mask"
+
+
 def test_top1_upcycle_does_not_reproduce_dense_as_documented(checks):
     assert checks["top1_max_diff"] > 1e-3
 

@@ -28,6 +28,7 @@ from . import data, moe, safe_load, sampling
 from .preemption import Preempted, Watch
 from .checkpoint import COMMITTED, committed_checkpoints, fsync_path, fsync_tree, replace_dir, write_atomic
 from .job import Job
+from .model import compile_layers
 
 log = logging.getLogger("stilts_trainer")
 LOG_EVERY_STEPS = 50
@@ -200,8 +201,9 @@ def predict(module: torch.nn.Module, fmt, features: list[dict], batch_size: int,
             batch = fmt.collate([features[i] for i in indices] if indices else [features[0]], pad_id)
             if uniform:
                 batch = common_shape(batch, pad_id, ctx)
+            padded = bool((batch["attention_mask"] == 0).any())  # on the host, before the copy
             logits = module(input_ids=batch["input_ids"].to(ctx.device),
-                            attention_mask=batch["attention_mask"].to(ctx.device), task=task)["logits"]
+                            attention_mask=batch["attention_mask"].to(ctx.device), task=task, padded=padded)["logits"]
             for i, p in zip(indices, fmt.predict(logits.float().cpu(), batch)):
                 predictions[i] = p
     module.train(was_training)
@@ -224,6 +226,8 @@ def train(job: Job, ctx: Context, model: torch.nn.Module, training: sampling.Tra
     stream = sampling.Stream(training, sched, job.seed, total * sched.accumulation, hp.group_by_length)
     window = max(1, total // LOSS_POINTS)
     torch.manual_seed(job.seed * 1000 + ctx.rank)
+    if job.deepspeed.compile_layers:
+        log.info("compiling %d encoder modules with torch.compile (deepspeed.compileLayers)", compile_layers(model))
     groups = parameter_groups(model, hp.weight_decay)
     if moe.moe_layers(model):  # expert and non-expert parameters reduce over different groups
         from deepspeed.moe.utils import split_params_into_different_moe_groups_for_optimizer
@@ -280,11 +284,12 @@ def train(job: Job, ctx: Context, model: torch.nn.Module, training: sampling.Tra
             batch = training.transforms[task](batch, generator)
         if uniform:
             batch = common_shape(batch, pad_id, ctx)
-        tokens += int(batch["attention_mask"].sum())
-        positions += batch["attention_mask"].numel()
+        real = int(batch["attention_mask"].sum())  # on the host: the batch is not on the device yet
+        tokens, positions = tokens + real, positions + batch["attention_mask"].numel()
+        padded = real < batch["attention_mask"].numel()
         batch = {k: v.to(ctx.device, non_blocking=True) for k, v in batch.items()}
         with torch.autocast(ctx.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
-            out = engine(**batch, task=task)
+            out = engine(**batch, task=task, padded=padded)
         loss = out["loss"]
         engine.backward(loss)
         if plain and engine.is_gradient_accumulation_boundary():

@@ -100,6 +100,18 @@ class HeadSpec:
     labels: tuple[str, ...]
 
 
+def encoder_mask(attention_mask: torch.Tensor, padded: bool | None, config) -> torch.Tensor | None:
+    """The attention mask to give the encoder, decided without reading the device. Handed the 2D mask,
+    transformers checks `mask.all()` to drop it when nothing is padding: a host read of a device tensor
+    in every forward. The caller knows from the batch it built on the host (`padded`), so: no padding, no
+    mask (SDPA may pick its flash kernel); padding, SDPA's boolean mask built on the device as
+    (batch, 1, 1, keys), which transformers passes through as it is. `padded=None`, or attention other
+    than SDPA (its masks are additive), leaves it to transformers."""
+    if padded is None or config._attn_implementation != "sdpa":
+        return attention_mask
+    return attention_mask[:, None, None, :].bool() if padded else None
+
+
 class TaskModel(nn.Module):
     """The encoder with one head per task (one for single-task phases, nine for `multitask`).
     Multiple-choice inputs (examples x choices x tokens) go through the encoder as one row per choice."""
@@ -114,7 +126,10 @@ class TaskModel(nn.Module):
                                                                        cfg.hidden_dropout_prob) for h in heads})
         self.aux = aux  # (loss function, weight), from aux_loss(backbone)
 
-    def forward(self, input_ids, attention_mask, task: str | None = None, **targets) -> dict:
+    def forward(self, input_ids, attention_mask, task: str | None = None, padded: bool | None = None,
+                **targets) -> dict:
+        """`padded`: whether any position of the batch is padding, known where the batch was built
+        (encoder_mask); None leaves the check to transformers."""
         if task is None:
             if len(self.heads) != 1:
                 raise RuntimeError(f"a model with heads {list(self.heads)} needs the task of the batch")
@@ -122,11 +137,12 @@ class TaskModel(nn.Module):
         if task == MLM:
             if self.lm_head is None:
                 raise RuntimeError("a masked-LM batch needs a model built with its masked-LM head")
-            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            mask = encoder_mask(attention_mask, padded, self.encoder.config)
+            hidden = self.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
             return _add_aux(masked_lm_loss(self.lm_head, hidden, targets["labels"]), self.encoder, self.aux)
         shape = input_ids.shape
-        hidden = self.encoder(input_ids=input_ids.view(-1, shape[-1]),
-                              attention_mask=attention_mask.view(-1, shape[-1])).last_hidden_state
+        mask = encoder_mask(attention_mask.view(-1, shape[-1]), padded, self.encoder.config)
+        hidden = self.encoder(input_ids=input_ids.view(-1, shape[-1]), attention_mask=mask).last_hidden_state
         logits = self.heads[task](hidden, shape)
         out = {"logits": logits}
         if targets:
@@ -142,10 +158,12 @@ class MaskedLM(nn.Module):
         self.mlm = mlm
         self.aux = aux  # (loss function, weight), from aux_loss(backbone)
 
-    def forward(self, input_ids, attention_mask, labels=None, task=None) -> dict:
+    def forward(self, input_ids, attention_mask, labels=None, task=None, padded: bool | None = None) -> dict:
         """The vocabulary projection runs on the masked positions only: with 15% masked it is a sixth of
-        the full projection, which dominates a small model's step (and XLM-R's 250k-word vocabulary)."""
-        hidden = self.mlm.roberta(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        the full projection, which dominates a small model's step (and XLM-R's 250k-word vocabulary).
+        `padded` as TaskModel's."""
+        mask = encoder_mask(attention_mask, padded, self.mlm.config)
+        hidden = self.mlm.roberta(input_ids=input_ids, attention_mask=mask).last_hidden_state
         if labels is None:
             return _add_aux({"logits": self.mlm.lm_head(hidden)}, self.mlm, self.aux)
         return _add_aux(masked_lm_loss(self.mlm.lm_head, hidden, labels), self.mlm, self.aux)
@@ -169,6 +187,24 @@ def freeze_bottom(encoder: XLMRobertaModel, layers: int) -> None:
     for module in [encoder.embeddings, *encoder.encoder.layer[:layers]]:
         for param in module.parameters():
             param.requires_grad = False
+
+
+def compile_layers(model: nn.Module) -> int:
+    """torch.compile per encoder layer, in place (parameter names and checkpoints stay as they are):
+    the layers share their code, so one compiled graph serves all of them. An MoE layer's routing reads
+    token counts on the host (DeepSpeed's capacity), so there only the attention block and the experts'
+    feed-forward blocks are compiled. Returns the number of modules compiled."""
+    from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaLayer
+
+    compiled = []
+    for layer in (m for m in model.modules() if isinstance(m, XLMRobertaLayer)):
+        if isinstance(layer.output, moe.MoEOutput):
+            compiled += [layer.attention, *(m for m in layer.output.modules() if isinstance(m, moe.ExpertFFN))]
+        else:
+            compiled.append(layer)
+    for module in compiled:
+        module.compile()
+    return len(compiled)
 
 
 def encoder_of(model: nn.Module) -> nn.Module:

@@ -80,9 +80,12 @@ class MoEOutput(nn.Module):
         tokens = hidden_states.reshape(-1, width)
         used = self.token_mask.reshape(-1).bool() if self.token_mask is not None else None
         self.capacity_tokens = tokens.shape[0]  # what DeepSpeed sizes expert capacity from
-        if used is None or used.numel() != tokens.shape[0]:
-            out, aux, counts = self.moe(hidden_states)
-            self.aux_loss, self.counts, self.tokens = aux, counts.detach(), tokens.shape[0]
+        if used is None or used.numel() != tokens.shape[0]:  # no padding (model.encoder_mask): every token
+            out, _, _ = self.moe(hidden_states)
+            # The same loss and counts as with a mask (DeepSpeed's own count both choices of top-2).
+            every = torch.ones(tokens.shape[0], dtype=torch.bool, device=tokens.device)
+            self.aux_loss, self.counts = balance_loss(gate, tokens, every)
+            self.tokens = tokens.shape[0]
             return self.LayerNorm(self.dropout(out) + input_tensor)
         # Shapes only, no host reads of the mask (each would stall the host on a GPU, twice per layer):
         # a stable sort puts real tokens first, every token is scattered back, padding's output is zeroed.
@@ -144,6 +147,8 @@ def upcycle(encoder: nn.Module, settings, ep_size: int) -> list[int]:
 
 def _share_token_mask(encoder: nn.Module, args, kwargs):
     mask = kwargs.get("attention_mask")
+    if mask is not None and mask.dim() == 4:  # model.encoder_mask's (batch, 1, 1, keys): the padding itself
+        mask = mask[:, 0, 0, :]
     for layer in moe_layers(encoder):
         layer.token_mask = mask
     return None
