@@ -85,7 +85,8 @@ def _observe_compiled_training() -> None:
 
 
 def body(phase_dir: Path, parent: Path, steps: int, backbone: dict, compiled: bool = False) -> dict:
-    return {"deepspeed": {"compileLayers": compiled}, "phase": "target", "task": "mnli", "backbone": backbone, "dataSource": "synthetic",
+    return {"phase": "target", "task": "mnli", "backbone": backbone, "dataSource": "synthetic",
+            "deepspeed": {"compileLayers": compiled},
             "output": str(phase_dir), "parent": str(parent), "seed": 1, "checkpointEverySteps": 100000,
             "hyperparameters": {"learningRate": 5e-4, "batchSize": 16, "microBatchSize": 16, "maxSteps": steps,
                                 "maxSeqLength": 48, "evalEverySteps": 100000, "evalExamples": 32,
