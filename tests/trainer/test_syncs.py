@@ -49,7 +49,7 @@ def test_a_training_step_reads_the_device_at_most_where_a_library_must(pretraine
                 # Compiled fp32 kernels only reorder float arithmetic: the same losses to rounding.
                 assert gap < 2e-3, (backbone, gap, changed, default)
     # The batch's token count is summed on the host, before the batch goes to the device: not a sync.
-    host = {f"__int__ {_line_of('real = int(batch')}"}
+    host = {f"__int__ {_line_of('real = int(attention_mask')}"}
     for backbone, reads in per_step.items():
         device = {site: n for site, n in reads.items() if site not in host and n > 0}
         # DeepSpeed's throughput timer is off: no synchronize() at all.

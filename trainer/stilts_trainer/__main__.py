@@ -13,6 +13,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 
 from stilts_contract.names import Exit
 
@@ -59,6 +60,18 @@ def main(argv: list[str] | None = None) -> int:
         return list_tasks(args.markdown)
     if not args.job:
         parser.error("--job is required (the path of a job.json)")
+    from .preemption import Preempted, Watch, installed
+
+    if installed() is None and threading.current_thread() is threading.main_thread():
+        Watch()  # first thing: a SIGTERM while importing or loading data exits 3 too, never as killed by it
+    try:
+        return _run(args)
+    except Preempted as err:  # a BaseException: nothing on the way turns it into another exit code
+        logging.getLogger("stilts_trainer").warning("%s", err)
+        return Exit.PREEMPTED
+
+
+def _run(args) -> int:
     fmt = "%(asctime)s rank" + os.environ.get("RANK", "0") + " %(levelname)s %(message)s"
     logging.basicConfig(level=logging.INFO, format=fmt)
     keep_log(fmt)
@@ -71,7 +84,6 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     from .data import DataError, HubUnavailable
     from .phases import run
-    from .preemption import Preempted
     from .safe_load import UnsafeCheckpoint
 
     try:
@@ -81,9 +93,6 @@ def main(argv: list[str] | None = None) -> int:
         return Exit.FAILED
     except (JobError, DataError, UnsafeCheckpoint) as err:  # bad input: retrying cannot fix these
         return bad_input(err)
-    except Preempted as err:
-        logging.getLogger("stilts_trainer").warning("%s", err)
-        return Exit.PREEMPTED
     # Anything else (a library's ValueError included) propagates: exit 1, retried.
     logging.getLogger("stilts_trainer").info("done: %s", summary)
     return Exit.OK

@@ -54,7 +54,8 @@ def load_hub_split(source, mirror: str, cache_dir: str):
     try:
         return datasets.load_dataset(hub_dataset_path(source.dataset, mirror), source.config, split=source.split,
                                      revision=None if mirror else source.revision, cache_dir=cache_dir or None)
-    except Exception as err:  # noqa: BLE001 - datasets raises many kinds; each becomes one line
+    except Exception as err:  # noqa: BLE001 - datasets raises many kinds; each becomes one line. A SIGTERM
+        # here (preemption.Preempted, a BaseException) is not one of them: it passes, and the trainer exits 3.
         reason = (str(err).strip().splitlines() or [""])[0][:300]
         line = f"{where} could not be loaded: {type(err).__name__}: {reason}"
         if _transient(err):

@@ -12,7 +12,6 @@ import logging
 import math
 import os
 import shutil
-import signal
 import socket
 import threading
 import time
@@ -25,7 +24,7 @@ import torch.distributed as dist
 from stilts_contract.names import PROGRESS
 
 from . import data, moe, safe_load, sampling
-from .preemption import Preempted, Watch
+from .preemption import Preempted, Watch, installed
 from .checkpoint import COMMITTED, committed_checkpoints, fsync_path, fsync_tree, replace_dir, write_atomic
 from .job import Job
 from .model import compile_layers
@@ -75,14 +74,17 @@ def init_distributed() -> Context:
 
 
 def _watch(device: torch.device) -> Watch:
-    """The process's SIGTERM watch, installed once (in the main thread, where Python handles signals).
-    Its flag travels over gloo: on CUDA a side group of every rank, so the check never touches the GPU."""
-    installed = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
-    if isinstance(installed, Watch):
-        return installed
-    side = dist.new_group(backend="gloo") if device.type == "cuda" and dist.get_world_size() > 1 else None
-    # Python handles signals in the main thread only: elsewhere (a benchmark's thread) the watch never fires.
-    return Watch(side, install=threading.current_thread() is threading.main_thread())
+    """The process's SIGTERM watch, installed once (in the main thread, where Python handles signals):
+    `python -m stilts_trainer` installs it before anything else, so that a SIGTERM during the imports is
+    a preemption too. Its flag travels over gloo: on CUDA a side group of every rank, so the check never
+    touches the GPU."""
+    watch = installed()
+    if watch is None:
+        # Python handles signals in the main thread only: elsewhere (a benchmark's thread) the watch never fires.
+        watch = Watch(install=threading.current_thread() is threading.main_thread())
+    if watch.group is None and device.type == "cuda" and dist.get_world_size() > 1:
+        watch.group = dist.new_group(backend="gloo")  # collective: every rank gets here once
+    return watch
 
 
 def mixed_precision(job: Job, device: torch.device, world: int) -> tuple[bool, bool]:
@@ -191,12 +193,14 @@ def predict(module: torch.nn.Module, fmt, features: list[dict], batch_size: int,
     was 0.73x as fast at XNLI's lengths (benchmarks/gpu.py, README); the option stays for that comparison."""
     mine = data.eval_batches(data.padded_lengths(features), batch_size, ctx.rank, ctx.world)
     predictions: dict[int, object] = {}
+    watch = ctx.watch
     uniform = needs_common_shape(module)
     was_training = module.training
     module.eval()
     with torch.no_grad(), torch.autocast(ctx.device.type, dtype=autocast or torch.bfloat16,
                                          enabled=autocast is not None):
         for indices in mine:
+            watch.check()  # a safe point: a SIGTERM whose raise was lost stops evaluation here
             # An empty batch still runs a forward pass: ranks stay in step (expert parallelism).
             batch = fmt.collate([features[i] for i in indices] if indices else [features[0]], pad_id)
             if uniform:
@@ -213,19 +217,11 @@ def predict(module: torch.nn.Module, fmt, features: list[dict], batch_size: int,
     return [merged[i] for i in range(len(features))]
 
 
-def train(job: Job, ctx: Context, model: torch.nn.Module, training: sampling.TrainingSet, pad_id: int,
-          save_best: Callable[[torch.nn.Module], None], evaluator: Evaluator | None = None,
-          metrics=None) -> LoopState:
-    """Train `model` on `training`; returns the loop's final state. With an evaluator, the best
-    model by its score is saved (early stopping); without one (MLM), the last."""
+def _initialize(job: Job, ctx: Context, model: torch.nn.Module, sched: data.Schedule, total: int):
+    """DeepSpeed around `model`; returns the engine and the parameters it trains."""
     import deepspeed
 
     hp = job.hyperparameters
-    sched = data.schedule(training.epoch_size, hp.batch_size, hp.micro_batch_size, ctx.world)
-    total = hp.max_steps or math.ceil(hp.epochs * sched.steps_per_epoch)
-    stream = sampling.Stream(training, sched, job.seed, total * sched.accumulation, hp.group_by_length)
-    window = max(1, total // LOSS_POINTS)
-    torch.manual_seed(job.seed * 1000 + ctx.rank)
     if job.deepspeed.compile_layers:
         log.info("compiling %d encoder modules with torch.compile (deepspeed.compileLayers)", compile_layers(model))
     groups = parameter_groups(model, hp.weight_decay)
@@ -236,46 +232,108 @@ def train(job: Job, ctx: Context, model: torch.nn.Module, training: sampling.Tra
                                       config=deepspeed_config(job, sched, total, ctx.device, ctx.world,
                                                               zero_stage(job, ctx.world)))
     engine.checkpoint_engine = safe_load.SafeCheckpointEngine(engine._config)
-    plain = plain_loop(job, ctx.world, ctx.device)
-    amp = autocast_dtype(job, ctx.device, ctx.world)
-    if plain:  # DeepSpeed would flatten and all-reduce every gradient with itself
+    if plain_loop(job, ctx.world, ctx.device):  # DeepSpeed would flatten and all-reduce every gradient with itself
         engine.enable_backward_allreduce = False
-    trained = [p for g in groups for p in g["params"]]
-    output_dir = Path(job.output)
-    ckpt_root = output_dir / "checkpoints"
-    state = LoopState()
-    generator = torch.Generator().manual_seed(job.seed * 7919 + ctx.rank)
-    resumed = _resume(engine, ckpt_root, ctx, generator)
-    if resumed is not None:
-        state = resumed
-        log.info("resumed at step %d of %d", state.step, total)
-    if metrics:
-        metrics.start(state.step)
+    return engine, [p for g in groups for p in g["params"]]
 
-    def evaluate_and_select():
-        score = evaluator(engine.module)
+
+@dataclass
+class _Selection:
+    """Evaluation on the dev subset, the best model kept, and early stopping."""
+    evaluator: Evaluator
+    save_best: Callable[[torch.nn.Module], None]
+    patience: int
+    metrics: object = None
+
+    def __call__(self, module: torch.nn.Module, state: LoopState) -> None:
+        score = self.evaluator(module)
         state.history.append({"step": state.step, "score": score})
         if state.best is None or score > state.best:
             state.best, state.best_step, state.evals_without_gain = score, state.step, 0
-            save_best(engine.module)
+            self.save_best(module)
         else:
             state.evals_without_gain += 1
-        if metrics:
-            metrics.dev_score(score)
+        if self.metrics:
+            self.metrics.dev_score(score)
         log.info("step %d: dev %.4f (best %.4f at %d)", state.step, score, state.best, state.best_step)
-        if state.evals_without_gain >= hp.early_stopping_patience:
+        if state.evals_without_gain >= self.patience:
             state.stopped_early = True
+
+
+@dataclass
+class _Throughput:
+    """Tokens the loop trained on, for tokens/s, the ETA and the padding share."""
+    first_step: int
+    tokens: int = 0
+    positions: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def add(self, attention_mask: torch.Tensor) -> bool:
+        """Counts a host batch; True when it holds padding."""
+        real = int(attention_mask.sum())  # on the host: the batch is not on the device yet
+        self.tokens, self.positions = self.tokens + real, self.positions + attention_mask.numel()
+        return real < attention_mask.numel()
+
+    def eta(self, step: int, total: int) -> float | None:
+        done = step - self.first_step
+        return (time.perf_counter() - self.started) / done * (total - step) if done else None
+
+    def tokens_per_second(self, world: int) -> float:
+        return self.tokens * world / max(time.perf_counter() - self.started, 1e-9)
+
+
+def _report(job: Job, ctx: Context, engine, state: LoopState, total: int, out: dict,
+            last_loss: dict[str, torch.Tensor], speed: _Throughput, metrics) -> None:
+    """Progress for the executor, the log and the metrics; the only place the loop reads a loss."""
+    logged = state.step % LOG_EVERY_STEPS == 0
+    if not ctx.is_main or not (logged or state.step % PROGRESS_EVERY_STEPS == 0 or state.step in (1, total)):
+        return
+    loss_value = out["loss"].item()
+    eta = speed.eta(state.step, total)
+    if logged or state.step == 1:
+        log.info("step %d/%d loss %.4f lr %.2e", state.step, total, loss_value, engine.get_lr()[0])
+    if metrics:
+        metrics.step(state.step, loss_value, engine.get_lr()[0], speed.tokens_per_second(ctx.world), total, eta)
+        for name, value in last_loss.items():
+            metrics.head(name, value.item())
+        if "aux_loss" in out:
+            metrics.moe(out["aux_loss"].item(), moe.load_stats(engine.module))
+    write_progress(Path(job.output), job.phase, state.step, total, eta)
+
+
+def train(job: Job, ctx: Context, model: torch.nn.Module, training: sampling.TrainingSet, pad_id: int,
+          save_best: Callable[[torch.nn.Module], None], evaluator: Evaluator | None = None,
+          metrics=None) -> LoopState:
+    """Train `model` on `training`; returns the loop's final state. With an evaluator, the best
+    model by its score is saved (early stopping); without one (MLM), the last."""
+    hp = job.hyperparameters
+    sched = data.schedule(training.epoch_size, hp.batch_size, hp.micro_batch_size, ctx.world)
+    total = hp.max_steps or math.ceil(hp.epochs * sched.steps_per_epoch)
+    stream = sampling.Stream(training, sched, job.seed, total * sched.accumulation, hp.group_by_length)
+    window = max(1, total // LOSS_POINTS)
+    torch.manual_seed(job.seed * 1000 + ctx.rank)
+    engine, trained = _initialize(job, ctx, model, sched, total)
+    plain, amp = plain_loop(job, ctx.world, ctx.device), autocast_dtype(job, ctx.device, ctx.world)
+    ckpt_root = Path(job.output) / "checkpoints"
+    generator = torch.Generator().manual_seed(job.seed * 7919 + ctx.rank)
+    watch = ctx.watch
+    watch.check()
+    state = _resume(engine, ckpt_root, ctx, generator)
+    if state is not None:
+        log.info("resumed at step %d of %d", state.step, total)
+    state = state or LoopState()
+    if metrics:
+        metrics.start(state.step)
+    select = _Selection(evaluator, save_best, hp.early_stopping_patience, metrics) if evaluator else None
 
     engine.train()
     uniform = needs_common_shape(model)
     micro = state.step * sched.accumulation
-    first_step = state.step
-    tokens, positions, started = 0, 0, time.perf_counter()
+    speed = _Throughput(first_step=state.step)
     # Losses stay on the device until a report needs them: reading one (.item()) waits for the GPU,
     # and doing that every step keeps the host from queueing the next step's kernels.
     window_losses: dict[str, list[torch.Tensor]] = {}
     last_loss: dict[str, torch.Tensor] = {}
-    watch = ctx.watch
     watch.armed = True  # from here SIGTERM waits for the end of the step
     while state.step < total and not state.stopped_early:
         task, indices = stream.at(micro, ctx.rank)
@@ -284,19 +342,16 @@ def train(job: Job, ctx: Context, model: torch.nn.Module, training: sampling.Tra
             batch = training.transforms[task](batch, generator)
         if uniform:
             batch = common_shape(batch, pad_id, ctx)
-        real = int(batch["attention_mask"].sum())  # on the host: the batch is not on the device yet
-        tokens, positions = tokens + real, positions + batch["attention_mask"].numel()
-        padded = real < batch["attention_mask"].numel()
+        padded = speed.add(batch["attention_mask"])
         batch = {k: v.to(ctx.device, non_blocking=True) for k, v in batch.items()}
         with torch.autocast(ctx.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
             out = engine(**batch, task=task, padded=padded)
-        loss = out["loss"]
-        engine.backward(loss)
+        engine.backward(out["loss"])
         if plain and engine.is_gradient_accumulation_boundary():
             torch.nn.utils.clip_grad_norm_(trained, hp.max_grad_norm, foreach=True)
         engine.step()
         micro += 1
-        last_loss[task] = out.get("task_loss", loss).detach()
+        last_loss[task] = out.get("task_loss", out["loss"]).detach()
         window_losses.setdefault(task, []).append(last_loss[task])
         if micro % sched.accumulation:
             continue
@@ -305,48 +360,40 @@ def train(job: Job, ctx: Context, model: torch.nn.Module, training: sampling.Tra
             for name, values in window_losses.items():
                 state.loss_curve.setdefault(name, []).append(round(torch.stack(values).double().mean().item(), 5))
             window_losses.clear()
-        report = state.step % PROGRESS_EVERY_STEPS == 0 or state.step in (1, total)
-        if ctx.is_main and (report or state.step % LOG_EVERY_STEPS == 0):
-            loss_value = loss.item()
-            elapsed = time.perf_counter() - started
-            done = state.step - first_step
-            eta = elapsed / done * (total - state.step) if done else None
-            if state.step % LOG_EVERY_STEPS == 0 or state.step == 1:
-                log.info("step %d/%d loss %.4f lr %.2e", state.step, total, loss_value, engine.get_lr()[0])
-            if metrics:
-                metrics.step(state.step, loss_value, engine.get_lr()[0], tokens * ctx.world / max(elapsed, 1e-9),
-                             total, eta)
-                for name, value in last_loss.items():
-                    metrics.head(name, value.item())
-                if "aux_loss" in out:
-                    metrics.moe(out["aux_loss"].item(), moe.load_stats(engine.module))
-            write_progress(output_dir, job.phase, state.step, total, eta)
-        if evaluator and state.step % hp.eval_every_steps == 0:
-            evaluate_and_select()
-        saved = state.step % job.checkpoint_every_steps == 0 and state.step < total
-        if saved:
-            _save_checkpoint(engine, ckpt_root, state, ctx, generator)
-        if state.step >= total or state.stopped_early:
-            break
-        if watch.agreed(ctx.world):
-            if not saved:
-                _save_checkpoint(engine, ckpt_root, state, ctx, generator)
-            log.warning("preempted: checkpoint of step %d committed; the next attempt resumes there", state.step)
-            if metrics:
-                metrics.flush()
-            raise Preempted(state.step)
+        _report(job, ctx, engine, state, total, out, last_loss, speed, metrics)
+        if select and state.step % hp.eval_every_steps == 0:
+            select(engine.module, state)
+        _checkpoint_or_stop(engine, ckpt_root, state, total, job.checkpoint_every_steps, ctx, generator, metrics)
     watch.armed = False  # no step to finish from here: SIGTERM stops the phase at once
-    if positions:
-        state.padding_share = round(1 - tokens / positions, 4)
+    watch.check()  # and one that came after the last step's agreement stops it now
+    if speed.positions:
+        state.padding_share = round(1 - speed.tokens / speed.positions, 4)
         if ctx.is_main:
             log.info("training batches were %.1f%% padding (groupByLength: %s)", 100 * state.padding_share,
                      str(hp.group_by_length).lower())
-    if evaluator is None:
+    if select is None:
         save_best(engine.module)
     elif not state.history or state.history[-1]["step"] != state.step:
-        evaluate_and_select()  # the end of training always counts as a candidate
+        select(engine.module, state)  # the end of training always counts as a candidate
     dist.barrier()
     return state
+
+
+def _checkpoint_or_stop(engine, root: Path, state: LoopState, total: int, every: int, ctx: Context,
+                        generator: torch.Generator, metrics) -> None:
+    """The step checkpoint when one is due, and the preemption check. Every step, the last one too: a
+    SIGTERM during the last step commits it rather than being lost in the work after the loop (a
+    checkpoint at the last step resumes straight to that work)."""
+    saved = state.step % every == 0 and state.step < total
+    if saved:
+        _save_checkpoint(engine, root, state, ctx, generator)
+    if ctx.watch.agreed(ctx.world):
+        if not saved:
+            _save_checkpoint(engine, root, state, ctx, generator)
+        log.warning("preempted: checkpoint of step %d committed; the next attempt resumes there", state.step)
+        if metrics:
+            metrics.flush()
+        raise Preempted(state.step)
 
 
 def write_progress(output: Path, phase: str, step: int, total: int, eta: float | None) -> None:
@@ -403,7 +450,8 @@ def _resume(engine, root: Path, ctx: Context, generator: torch.Generator) -> Loo
             rng = safe_load.load(_rng_file(ckpt, ctx.rank))
         except safe_load.UnsafeCheckpoint as err:
             outcome, problem = UNSAFE, str(err)
-        except Exception as err:  # a torn or truncated shard: fall back to the previous commit
+        except Exception as err:  # a torn or truncated shard: fall back to the previous commit. (A SIGTERM
+            # here is Preempted, a BaseException: it passes, and the checkpoint stays the one to resume from.)
             outcome, problem = UNREADABLE, str(err)
         agreed = _agree(outcome, ctx)
         if agreed == UNSAFE:
@@ -428,6 +476,7 @@ def _resume(engine, root: Path, ctx: Context, generator: torch.Generator) -> Loo
 def save_collective(ctx: Context, directory: Path, write: Callable[[Path], None]) -> None:
     """Every rank writes its part into a directory beside the destination (MoE experts live on
     several ranks); once all are done, rank 0 swaps it in whole."""
+    ctx.watch.check()  # a safe point (outside the loop; inside it the flag waits for the step's end)
     tmp = directory.with_name(directory.name + ".tmp")
     if ctx.is_main:
         if tmp.exists():

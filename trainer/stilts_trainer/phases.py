@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from stilts_contract import summary as summaries
+from stilts_contract import items, summary as summaries
 from stilts_contract.names import COMPLETE, EVENTS_DIR, TINY_MODELS
 
 from . import backbones, data, diagnostics, engine, feature_cache, formats, model, sampling, synthetic, tasks
@@ -210,11 +210,46 @@ def score(module, td: TaskData, full: bool, job: Job, ctx: engine.Context, pad_i
     return td.format.score(examples, features, predictions)
 
 
+def _task_module(job: Job, source: str, members: dict[str, TaskData], ctx: engine.Context) -> model.TaskModel:
+    """The inherited encoder (keeping its masked-LM head when MLM batches are mixed in) with one head per
+    member task, the bottom layers frozen."""
+    torch.manual_seed(job.seed)
+    heads = [model.HeadSpec(name, td.task.format, td.labels) for name, td in members.items()]
+    lm_head = None
+    if job.mlm_mix:  # tied to the embeddings, so the mixed-in batches train what the tasks read
+        mlm = model.build_mlm(source, job.backbone, ctx.world)
+        encoder, lm_head = mlm.roberta, mlm.lm_head
+    else:
+        encoder = model.build_encoder(source, job.backbone, ctx.world)
+    model.freeze_bottom(encoder, job.hyperparameters.frozen_layers)
+    return model.TaskModel(encoder, heads, model.aux_loss(job.backbone), lm_head=lm_head)
+
+
+def _training_set(job: Job, members: dict[str, TaskData], tokenizer, multitask: bool) -> TrainingSet:
+    """Batches sampled across the member tasks (temperature-scaled for a multitask job), with the
+    masked-LM share of `mlmMix` taken off the top."""
+    hp, mix = job.hyperparameters, job.mlm_mix
+    weights = None
+    if multitask:
+        weights = sampling.mix_weights({n: td.train_examples for n, td in members.items()}, hp.multitask_temperature,
+                                       hp.multitask_cap)
+    training = TrainingSet({n: td.train for n, td in members.items()},
+                           {n: td.format.collate for n, td in members.items()}, weights,
+                           hp.multitask_cap if multitask else 0)
+    if not mix:
+        return training
+    corpus = _corpus(job, mix.languages, mix.examples_per_language, (mix.corpus, mix.corpus_config, mix.text_field))
+    items, part = masked_lm_part(corpus, tokenizer, hp.max_seq_length, mix.mlm_probability)
+    own = training.weights or {name: 1.0 for name in members}
+    return TrainingSet({**training.features, model.MLM: items}, {**training.collate, model.MLM: part["collate"]},
+                       {**{n: w * (1 - mix.weight) for n, w in own.items()}, model.MLM: mix.weight},
+                       training.cap, transforms={model.MLM: part["transform"]}, mixed_in=(model.MLM,))
+
+
 def finetune(job: Job, ctx: engine.Context) -> dict:
     """`intermediate` and `target`: task heads on the inherited encoder, selected on English dev.
     `multitask` trains one head per member task on batches sampled across them."""
     task = tasks.get(job.task)
-    hp = job.hyperparameters
     out = Path(job.output)
     source = model_source(job)
     tokenizer = model.load_tokenizer(source)
@@ -225,60 +260,31 @@ def finetune(job: Job, ctx: engine.Context) -> dict:
     if ctx.is_main:
         log.info("training data ready in %.1f s (%s)", data_seconds,
                  ", ".join(f"{n}: {len(td.train)} features" for n, td in members.items()))
-    torch.manual_seed(job.seed)
-    heads = [model.HeadSpec(name, td.task.format, td.labels) for name, td in members.items()]
-    mix = job.mlm_mix
-    lm_head = None
-    if mix:  # the encoder keeps its masked-LM head (tied to its embeddings) for the mixed-in batches
-        mlm = model.build_mlm(source, job.backbone, ctx.world)
-        encoder, lm_head = mlm.roberta, mlm.lm_head
-    else:
-        encoder = model.build_encoder(source, job.backbone, ctx.world)
-    model.freeze_bottom(encoder, hp.frozen_layers)
-    module = model.TaskModel(encoder, heads, model.aux_loss(job.backbone), lm_head=lm_head)
-    weights = None
-    if task.members:
-        weights = sampling.mix_weights({n: td.train_examples for n, td in members.items()}, hp.multitask_temperature,
-                                       hp.multitask_cap)
-    training = TrainingSet({n: td.train for n, td in members.items()},
-                           {n: td.format.collate for n, td in members.items()}, weights,
-                           hp.multitask_cap if task.members else 0)
-    if mix:
-        corpus = _corpus(job, mix.languages, mix.examples_per_language,
-                         (mix.corpus, mix.corpus_config, mix.text_field))
-        items, part = masked_lm_part(corpus, tokenizer, hp.max_seq_length, mix.mlm_probability)
-        own = training.weights or {name: 1.0 for name in members}
-        training = TrainingSet({**training.features, model.MLM: items},
-                               {**training.collate, model.MLM: part["collate"]},
-                               {**{n: w * (1 - mix.weight) for n, w in own.items()}, model.MLM: mix.weight},
-                               training.cap, transforms={model.MLM: part["transform"]}, mixed_in=(model.MLM,))
+    module = _task_module(job, source, members, ctx)
+    training = _training_set(job, members, tokenizer, bool(task.members))
     if training.weights and ctx.is_main:
         log.info("sampling: %s", {n: round(w, 4) for n, w in training.weights.items()})
 
     def main_score(m, full: bool) -> tuple[float, dict]:
         scores = {n: score(m, td, full, job, ctx, pad_id) for n, td in members.items()}
-        main = sum(scores[n][td.format.MAIN] for n, td in members.items()) / len(members)
-        return main, scores
+        return sum(scores[n][td.format.MAIN] for n, td in members.items()) / len(members), scores
 
     metrics = _metrics(job, ctx)
-    state = engine.train(
-        job, ctx, module, training, pad_id,
-        save_best=lambda m: _save(m, tokenizer, out / "model", job, ctx),
-        evaluator=lambda m: main_score(m, full=False)[0], metrics=metrics)
+    state = engine.train(job, ctx, module, training, pad_id,
+                         save_best=lambda m: _save(m, tokenizer, out / "model", job, ctx),
+                         evaluator=lambda m: main_score(m, full=False)[0], metrics=metrics)
     # Report the selected model on the whole English dev set of every task it trained.
     best = model.load_task_model(str(out / "model"), job.backbone, ctx.world).to(ctx.device)
     dev_score, dev = main_score(best, full=True)
+    dev = {n: {k: round(v, 4) for k, v in d.items()} for n, d in dev.items()}
     if ctx.is_main:
-        log.info("English dev, selected model (step %d): %s", state.best_step,
-                 {n: {k: round(v, 4) for k, v in d.items()} for n, d in dev.items()})
+        log.info("English dev, selected model (step %d): %s", state.best_step, dev)
         if metrics:
             metrics.dev_score(dev_score, selected=True)
             metrics.close()
     return {"steps": state.step, "bestStep": state.best_step, "stoppedEarly": state.stopped_early,
-            "devScore": round(dev_score, 4),
-            "dev": {n: {k: round(v, 4) for k, v in d.items()} for n, d in dev.items()},
-            "history": state.history, "lossCurve": state.loss_curve, "dataSeconds": data_seconds,
-            "paddingShare": state.padding_share}
+            "devScore": round(dev_score, 4), "dev": dev, "history": state.history, "lossCurve": state.loss_curve,
+            "dataSeconds": data_seconds, "paddingShare": state.padding_share}
 
 
 def evaluate(job: Job, ctx: engine.Context) -> dict:
@@ -319,9 +325,18 @@ def evaluate(job: Job, ctx: engine.Context) -> dict:
                "seconds": round(time.perf_counter() - started, 2)}
     if ctx.is_main:
         write_json_atomic(Path(job.output) / "results.json", results)
-    # testItems lets a cluster report (which has accuracies, not items) bootstrap over test items too.
+    # testItems and itemsDigest: a cluster report gets the items from the log lines print_items writes,
+    # checked against this digest (stilts_contract.items).
     return {"average": average, "test": {k: v["test"] for k, v in per_language.items()}, "predicted": predicted,
-            "testItems": min(len(c) for c in correct.values())}
+            "testItems": min(len(c) for c in correct.values()), "itemsDigest": items.digest(items.encode(correct))}
+
+
+def print_items(job: Job, out: Path) -> None:
+    """An evaluate job's per-item results as the last lines of its log, where the operator reads them."""
+    results = out / "results.json"
+    if job.phase == "evaluate" and results.is_file():
+        correct = json.loads(results.read_text()).get("correct") or {}
+        print("\n".join(items.lines(job.job_hash, correct)), flush=True)
 
 
 PHASES = {"prefetch": prefetch, "pretrain": pretrain, "intermediate": finetune, "target": finetune,
@@ -339,6 +354,7 @@ def run(job: Job) -> dict:
         log.info("%s already complete", out)
         if int(os.environ.get("RANK", "0")) == 0:
             write_termination_message(summaries.encode(summary))
+            print_items(job, out)
         return summary
     ctx = engine.init_distributed()
     if ctx.is_main:
@@ -356,5 +372,6 @@ def run(job: Job) -> dict:
         mark_complete(out, summary)
         shutil.rmtree(out / "checkpoints", ignore_errors=True)  # only a finished job's output is ever read
         write_termination_message(summaries.encode(summary))
+        print_items(job, out)
     dist.barrier()
     return summary
