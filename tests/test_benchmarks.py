@@ -39,3 +39,14 @@ def test_the_gpu_benchmark_names_its_rows_when_only_matches_none():
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert "--only 'V9' names no row" in r.stderr and "V3 dense 64x4" in r.stderr
+
+
+@pytest.mark.parametrize("script", ["interval_coverage.py", "sequential_design.py"])
+def test_the_statistics_benchmarks_run_every_part_in_smoke_mode(script):
+    """docs/statistics.md's tables come from these: a change to the report must not break them silently."""
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--smoke"], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    rows = [json.loads(line) for line in r.stderr.splitlines() if line.startswith("{")]
+    parts = {row["part"] for row in rows}
+    assert parts == ({1, 2} if script == "interval_coverage.py" else {1, 2, 3}), parts

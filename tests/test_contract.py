@@ -86,9 +86,13 @@ def test_the_agreement_test_sees_every_mirrored_rule():
 
 
 def planned_bodies(raw):
-    for job in P.plan(parse_spec(raw)):
-        body = P.job_json(job, "/out", "/parent" if job.parent else None, experiment="x", metrics_port=9400,
-                          checkpoint_every_steps=100, cache_dir="/cache")
+    """Each job with the body its hash covers (and the paths an executor adds): a field the trainer reads
+    that is not there would neither be chosen by the control plane nor rerun the job when it changes."""
+    planner = P.Planner(parse_spec(raw))
+    for job in planner.plan():
+        body = {**planner.hashed[job.hash], "experiment": "x", "output": "/out",
+                "parent": "/parent" if job.parent else None, "metricsPort": 9400, "checkpointEverySteps": 100,
+                "cacheDir": "/cache"}
         yield job, body
 
 

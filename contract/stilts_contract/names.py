@@ -51,11 +51,29 @@ def is_preempted(exit_code: int) -> bool:
     return exit_code == Exit.PREEMPTED
 
 
-def launcher_exit(worker_codes: list[int]) -> int:
-    """The one exit code a launcher of several workers reports: bad input wins (retrying cannot fix it),
-    then preemption (the other ranks' failures follow from it), then any failure."""
+def launcher_exit(worker_codes: list[int], first: list[int] | None = None) -> int:
+    """The one exit code for several processes that ran one job (a launcher's workers, a job's pods).
+
+    Bad input wins: retrying cannot fix it. Otherwise the failure that came first decides, and `first`
+    holds the codes of the processes that failed first (several: they failed together, or the order is
+    not known). A preemption (3) is reported only when every one of them stopped on SIGTERM after
+    committing; a crash among them is a failure, whatever its survivors exit with. This is what keeps a
+    crash from being retried for free: once a worker fails, torchrun sends SIGTERM to the others, and
+    those that are outside the training loop exit 3. Without `first` (the order is not known), a 3 is
+    taken as the cause of the other failures (a preempted pod takes its peers' collectives with it)."""
     failed = [c for c in worker_codes if c != Exit.OK]
-    for code in (Exit.BAD_INPUT, Exit.PREEMPTED):
-        if code in failed:
-            return code
+    if Exit.BAD_INPUT in failed or (first and Exit.BAD_INPUT in first):
+        return Exit.BAD_INPUT
+    if first is not None:
+        cause = [c for c in first if c != Exit.OK]
+        if cause:
+            return Exit.PREEMPTED if all(c == Exit.PREEMPTED for c in cause) else Exit.FAILED
+    if Exit.PREEMPTED in failed:
+        return Exit.PREEMPTED
     return Exit.FAILED if failed else Exit.OK
+
+
+def shutdown_timeout(grace: int) -> int:
+    """What torchrun gives its workers after SIGTERM (TORCH_ELASTIC_SHUTDOWN_TIMEOUT) in a pod, or a local
+    job, with `grace` seconds before SIGKILL: the grace less a margin to exit in."""
+    return max(5, grace - max(5, grace // 10))

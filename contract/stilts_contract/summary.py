@@ -49,11 +49,14 @@ class Summary(Model):
     predicted: dict[Literal[XNLI_LANGUAGES], list[float]] | None = Field(None, max_length=len(XNLI_LANGUAGES))
     alignment: float | None = Field(None, ge=0, le=1)  # pretrain: word-translation retrieval accuracy
     test_items: int | None = Field(None, ge=0, le=10_000_000)  # evaluate: items per language's test set
+    # evaluate: the digest of the per-item results its log ends with (stilts_contract.items)
+    items_digest: str | None = Field(None, pattern=r"^[0-9a-f]{16}$")
 
     def compact(self) -> dict:
         """What an experiment's status keeps of it."""
         out = self.model_dump(by_alias=True, exclude_none=True,
-                              include={"test", "average", "dev_score", "steps", "seconds", "alignment", "test_items"})
+                              include={"test", "average", "dev_score", "steps", "seconds", "alignment", "test_items",
+                                       "items_digest"})
         # Four decimals resolve one example in 5,010 (an XNLI test set); more digits only grow the
         # results ConfigMap, which must hold the largest grid (about 2,000 jobs) under 1 MiB.
         return _rounded(out)

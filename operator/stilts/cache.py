@@ -19,10 +19,12 @@ what stilts needs:
 from __future__ import annotations
 
 import threading
+import time
 
 from .manifests import LABEL_UID
 
 CHILDREN, PODS = "children", "pods"
+GONE_SECONDS = 900  # how long a deleted object's last state is kept (see `gone`)
 KEPT_METADATA = ("name", "labels", "creationTimestamp", "deletionTimestamp", "ownerReferences")
 
 
@@ -50,6 +52,7 @@ class Cache:
         self._seq = 0  # counts events; a LIST started at mark m loses to anything applied after m
         self._objects: dict[tuple[str, str], dict[str, tuple[int, dict]]] = {}  # (kind, uid) -> name -> (seq, obj)
         self._deleted: dict[tuple[str, str], dict[str, int]] = {}  # (kind, uid) -> name -> seq of its DELETED
+        self._gone: dict[tuple[str, str], dict[str, tuple[float, dict]]] = {}  # (kind, uid) -> name -> last state
 
     def apply(self, kind: str, event_type: str | None, obj: dict) -> None:
         """One watch event (type None: kopf's initial listing), or an object the operator just wrote."""
@@ -63,6 +66,7 @@ class Cache:
             if event_type == "DELETED":
                 objects.pop(meta["name"], None)
                 self._deleted.setdefault((kind, uid), {})[meta["name"]] = self._seq
+                self._gone.setdefault((kind, uid), {})[meta["name"]] = (time.monotonic(), slim(kind, obj))
             else:
                 objects[meta["name"]] = (self._seq, slim(kind, obj))
 
@@ -90,6 +94,16 @@ class Cache:
                 if name not in objects and deleted.get(name, -1) <= since:
                     objects[name] = (since, slim(kind, item))
 
+    def gone(self, kind: str, uid: str) -> list[dict]:
+        """The last state of objects deleted in the last GONE_SECONDS: a pod the kubelet removed right
+        after it ended (an evicted trainer that exited 3) still tells why its child failed."""
+        cutoff = time.monotonic() - GONE_SECONDS
+        with self._lock:
+            kept = self._gone.get((kind, uid), {})
+            for name in [n for n, (at, _) in kept.items() if at < cutoff]:
+                del kept[name]
+            return [obj for _, obj in kept.values()]
+
     def discard(self, kind: str, uid: str, name: str) -> None:
         with self._lock:
             self._objects.get((kind, uid), {}).pop(name, None)
@@ -100,6 +114,6 @@ class Cache:
 
     def forget(self, uid: str) -> None:
         with self._lock:
-            for store in (self._objects, self._deleted):
+            for store in (self._objects, self._deleted, self._gone):
                 for key in [k for k in store if k[1] == uid]:
                     del store[key]

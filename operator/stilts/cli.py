@@ -14,6 +14,7 @@ from .spec import SpecError, load_experiment
 
 
 def cmd_plan(args) -> int:
+    from . import answer
     from .plan import arms, plan, run_tasks
     from .report import plan_power
 
@@ -35,9 +36,41 @@ def cmd_plan(args) -> int:
     if exp.spec.mlm_mix:
         print(f"Ablation: each <task>-mlm run mixes multilingual masked-LM into its intermediate phase "
               f"({exp.spec.mlm_mix.weight:.0%} of micro-batches, {len(exp.spec.mlm_mix.languages)} languages)")
-    if any(b.architecture == "moe" for b in exp.spec.backbones) and exp.spec.baseline:
-        print("Power: " + plan_power(len(exp.spec.seeds), args.seed_sd))
+    design = answer.Design.of(exp.spec)
+    if design:
+        print(_design_plan(design, jobs, args.seed_sd, args.job_hours))
+    elif any(b.architecture == "moe" for b in exp.spec.backbones) and exp.spec.baseline:
+        print("Power: " + plan_power(len(answer.seeds(exp.spec)), args.seed_sd))
     return 0
+
+
+def _design_plan(design, jobs, seed_sd: float, job_hours: float | None) -> str:
+    """What a sequential design may cost before any run: its looks, and the seeds, jobs and GPU-hours it
+    is expected to use (a per-seed SD of the dense-vs-MoE difference assumed; the looks use the measured
+    one) with no difference and with one twice the target, and at most."""
+    from .answer import expected_seeds
+
+    first = [j for j in jobs if j.seed == 1]
+    shared = [j for j in jobs if j.seed is None]
+    comparisons = len({(j.backbone, j.intermediate_task) for j in first if j.phase == "evaluate"
+                       and j.job.backbone.architecture == "moe" and j.intermediate_task != "none"})
+    gpus = lambda js: sum(j.launch.gpus * j.launch.workers for j in js)  # noqa: E731
+    lines = [f"Sequential design: looks after {', '.join(map(str, design.sizes(design.most_looks)))} seeds; a "
+             f"comparison is answered once decided or within +/-{design.target * 100:g} points; the jobs above are the "
+             f"first wave, each look that leaves a comparison open adds {design.per_look} seed(s) "
+             f"(a seed is {len(first)} jobs, on {gpus(first)} GPUs in all)."]
+    for label, effect in (("if MoE and dense gain the same", 0.0),
+                          (f"if they differ by {2 * design.target * 100:g} points", 2 * design.target)):
+        found = expected_seeds(design, seed_sd / 100, effect, comparisons=max(1, comparisons))
+        n = found["mean"]
+        hours = f", about {(gpus(shared) + n * gpus(first)) * job_hours:.0f} GPU-hours" if job_hours else ""
+        lines.append(f"  expected {n:.1f} seeds, {len(shared) + n * len(first):.0f} jobs{hours} {label} "
+                     f"(assuming a per-seed SD of {seed_sd:g} points for that difference, --seed-sd)")
+    most = design.max_seeds
+    hours = f", {(gpus(shared) + most * gpus(first)) * job_hours:.0f} GPU-hours" if job_hours else \
+        " (--job-hours H prints GPU-hours)"
+    lines.append(f"  at most {most} seeds, {len(shared) + most * len(first)} jobs{hours}")
+    return "\n".join(lines)
 
 
 def cmd_render(args) -> int:
@@ -61,7 +94,7 @@ def cmd_render(args) -> int:
     docs = [] if experiment["spec"]["storage"].get("claimName") else [manifests.claim(experiment)]
     for job in plan(exp.spec):
         name = manifests.child_name(stem, job.hash, 1)
-        template = manifests.pod_template(experiment, job, 1, name, backend.container,
+        template = manifests.pod_template(experiment, exp.spec, job, 1, name, backend.container,
                                           os.environ.get("STILTS_TRAINER_IMAGE", DEFAULT_TRAINER_IMAGE))
         docs += [manifests.config_map(experiment, job, 1, name),
                  backend.manifest(experiment, job, 1, name, template, manifests.metadata(experiment, name, job, 1))]
@@ -115,11 +148,13 @@ def cmd_report(args) -> int:
         if not directory.is_dir():
             print(f"stilts: error: {directory} is neither tx/NAME nor a directory", file=sys.stderr)
             return 2
-        planned = None
-        if args.spec:
+        planned = design = None
+        if args.spec:  # a volume copy: the spec names what is missing, and a sequential design's looks replay
+            from .answer import Design
             from .plan import plan
-            planned = plan(load_experiment(args.spec).spec)
-        inputs = report.from_directory(directory, planned)
+            spec = load_experiment(args.spec).spec
+            planned, design = plan(spec), Design.of(spec)
+        inputs = report.from_directory(directory, planned, design)
         if not inputs.runs and not inputs.missing:
             print(f"stilts: error: {directory} holds no evaluate jobs (give runs/<experiment>, or a copy of "
                   "/workspace/<experiment> from the volume)", file=sys.stderr)
@@ -226,45 +261,67 @@ def cmd_logs(args) -> int:
 
 def cmd_tensorboard(args) -> int:
     """Every training job's curves in TensorBoard: of a local run directory, or of tx/NAME (a pod on the
-    cluster reading the volume, and a port forwarded to it)."""
+    cluster reading the volume, and a port forwarded to it once the pod runs). Ctrl-C stops it quietly."""
     import shutil
     import subprocess
 
     from . import tensorboard
 
     name = _cluster_name(args.target)
-    if not name:
-        manifest = Path(args.target) / "plan.json"
-        if not manifest.is_file():
-            print(f"stilts: error: {args.target} is neither tx/NAME nor a run directory with plan.json",
-                  file=sys.stderr)
-            return 2
-        jobs = [(r["name"], r["phase"], r["directory"]) for r in json.loads(manifest.read_text())["jobs"]]
-        import importlib.util
+    try:
+        if not name:
+            if args.stop:
+                print("stilts: error: --stop is for tx/NAME (a local TensorBoard stops with Ctrl-C)", file=sys.stderr)
+                return 2
+            manifest = Path(args.target) / "plan.json"
+            if not manifest.is_file():
+                print(f"stilts: error: {args.target} is neither tx/NAME nor a run directory with plan.json",
+                      file=sys.stderr)
+                return 2
+            jobs = [(r["name"], r["phase"], r["directory"]) for r in json.loads(manifest.read_text())["jobs"]]
+            import importlib.util
 
-        if importlib.util.find_spec("tensorboard") is None:
-            print("stilts: error: TensorBoard is not installed here (`make install` installs it, or pip install "
-                  "tensorboard)", file=sys.stderr)
-            return 2
-        cmd = tensorboard.command(tensorboard.logdir_spec(jobs), args.port, "127.0.0.1")
-        print(f"TensorBoard on http://127.0.0.1:{args.port}/ (Ctrl-C stops it)", flush=True)
-        return subprocess.call([sys.executable, "-m", "tensorboard.main", *cmd[1:]])
-    from .policy import DEFAULT_TRAINER_IMAGE
+            if importlib.util.find_spec("tensorboard") is None:
+                print("stilts: error: TensorBoard is not installed here (`make install` installs it, or pip install "
+                      "tensorboard)", file=sys.stderr)
+                return 2
+            cmd = tensorboard.command(tensorboard.logdir_spec(jobs), args.port, "127.0.0.1")
+            print(f"TensorBoard on http://127.0.0.1:{args.port}/ (Ctrl-C stops it)", flush=True)
+            return subprocess.call([sys.executable, "-m", "tensorboard.main", *cmd[1:]])
+        from .policy import DEFAULT_TRAINER_IMAGE
 
-    cluster, api, namespace = _cluster(args)
-    seen = cluster.load(api, namespace, name, args.backend)
-    pod = tensorboard.ensure_pod(api, seen, seen.spec.image or DEFAULT_TRAINER_IMAGE)
-    forward = ["kubectl", "port-forward", "-n", namespace, f"pod/{pod}", f"{args.port}:{tensorboard.PORT}"]
-    if args.kubeconfig:
-        forward += ["--kubeconfig", args.kubeconfig]
-    if args.context:
-        forward += ["--context", args.context]
-    print(f"{namespace}/{pod} serves the curves of {name} (it goes when the experiment is deleted)")
-    if args.no_forward or not shutil.which("kubectl"):
-        print("then: " + " ".join(forward))
-        return 0
-    print(f"TensorBoard on http://127.0.0.1:{args.port}/ once the pod runs (Ctrl-C stops forwarding)", flush=True)
-    return subprocess.call(forward)
+        cluster, api, namespace = _cluster(args)
+        seen = cluster.load(api, namespace, name, args.backend)
+        try:
+            if args.stop:
+                pod = tensorboard.delete_pod(api, seen)
+                print(f"{namespace}/{pod} deleted" if pod else f"{name} has no TensorBoard pod in {namespace}")
+                return 0
+            pod = tensorboard.ensure_pod(api, seen, seen.spec.image or DEFAULT_TRAINER_IMAGE)
+        except tensorboard.NotOwned as err:
+            print(f"stilts: error: {err}", file=sys.stderr)
+            return 1
+        forward = ["kubectl", "port-forward", "-n", namespace, f"pod/{pod}", f"{args.port}:{tensorboard.PORT}"]
+        if args.kubeconfig:
+            forward += ["--kubeconfig", args.kubeconfig]
+        if args.context:
+            forward += ["--context", args.context]
+        print(f"{namespace}/{pod} serves the curves of {name} (it goes when the experiment is deleted, or with "
+              f"`stilts tensorboard {args.target} --stop`)")
+        if args.no_forward or not shutil.which("kubectl"):
+            print("then: " + " ".join(forward))
+            return 0
+        try:
+            tensorboard.wait_running(api, namespace, pod, args.wait, say=lambda line: print(line, flush=True))
+        except (TimeoutError, RuntimeError) as err:
+            print(f"stilts: error: {err}", file=sys.stderr)
+            return 1
+        print(f"TensorBoard on http://127.0.0.1:{args.port}/ (Ctrl-C stops forwarding)", flush=True)
+        return subprocess.call(forward)
+    except KeyboardInterrupt:
+        print("\nstopped" + (f"; the pod keeps serving, `stilts tensorboard {args.target} --stop` deletes it"
+                             if name else ""), file=sys.stderr)
+        return 130
 
 
 def cmd_crd(args) -> int:
@@ -274,13 +331,24 @@ def cmd_crd(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="stilts", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def parser() -> argparse.ArgumentParser:
+    out = argparse.ArgumentParser(prog="stilts", description=__doc__)
+    sub = out.add_subparsers(dest="command", required=True)
+    _file_commands(sub)
+    _target_commands(sub)
+    p = sub.add_parser("crd", help="print the TransferExperiment CRD")
+    p.set_defaults(func=cmd_crd)
+    return out
+
+
+def _file_commands(sub) -> None:
+    """The commands that take an experiment's file, and the operator."""
     p = sub.add_parser("plan", help="the experiment's jobs as a table")
     p.add_argument("file")
     p.add_argument("--seed-sd", type=float, default=1.0, help="assumed seed-to-seed SD (points) of the dense-vs-"
-                   "MoE gain difference, for the power line (default 1.0)")
+                   "MoE gain difference, for the power line and a sequential design's expected cost (default 1.0)")
+    p.add_argument("--job-hours", type=float, default=None, help="hours one job takes on its GPUs: with a "
+                   "sequential design, prints its expected and most GPU-hours")
     p.set_defaults(func=cmd_plan)
     p = sub.add_parser("render", help="the Kubernetes objects the operator would create")
     p.add_argument("file")
@@ -303,38 +371,58 @@ def main(argv: list[str] | None = None) -> int:
                    "at most spec.maxConcurrentJobs)")
     p.add_argument("--checkpoint-every", type=int, default=100, help="optimizer steps between checkpoints")
     p.set_defaults(func=cmd_run)
-    for command, func, text in (("report", cmd_report, "tables, intervals, the interaction and a heatmap of "
-                                                       "results so far"),
-                                ("status", cmd_status, "every job of an experiment and its state"),
-                                ("retry", cmd_retry, "re-arm the failed jobs of a cluster experiment"),
-                                ("logs", cmd_logs, "a job's log (live, or from the volume once its pods are gone)"),
-                                ("tensorboard", cmd_tensorboard, "every training job's curves in TensorBoard")):
+
+
+TARGET_COMMANDS = (("report", cmd_report, "tables, intervals, the interaction and a heatmap of results so far"),
+                   ("status", cmd_status, "every job of an experiment and its state"),
+                   ("retry", cmd_retry, "re-arm the failed jobs of a cluster experiment"),
+                   ("logs", cmd_logs, "a job's log (live, or from the volume once its pods are gone)"),
+                   ("tensorboard", cmd_tensorboard, "every training job's curves in TensorBoard"))
+
+
+def _target_commands(sub) -> None:
+    """The commands that take tx/NAME or a local run directory."""
+    for command, func, text in TARGET_COMMANDS:
         p = sub.add_parser(command, help=text)
         p.add_argument("target", help="tx/NAME on the cluster (current kubeconfig), or a local run directory")
-        if command == "logs":
-            p.add_argument("job", help="the job's name (dense-qqp-s1-target, see `stilts status`) or hash prefix")
-            p.add_argument("-f", "--follow", action="store_true", help="follow the live log")
-        if command == "status":
-            p.add_argument("--all", action="store_true", help="list succeeded jobs too")
-        if command == "tensorboard":
-            p.add_argument("--port", type=int, default=6006, help="local port (default 6006)")
-            p.add_argument("--no-forward", action="store_true", help="tx/NAME: start the pod, print the "
-                           "kubectl port-forward command instead of running it")
-        if command == "report":
-            p.add_argument("--split", choices=["test", "dev"], default="test")
-            p.add_argument("--out", default="", help="where report.txt/json and heatmap.png go (default: the "
-                           "directory itself, or ./report-NAME for tx/NAME)")
-            p.add_argument("--spec", default="", help="the experiment's file: with a volume copy, names the "
-                           "evaluate jobs that have not finished")
+        {"logs": _logs_options, "status": _status_options, "tensorboard": _tensorboard_options,
+         "report": _report_options}.get(command, lambda p: None)(p)
         p.add_argument("-n", "--namespace", default="", help="namespace (default: the kubeconfig context's)")
         p.add_argument("--kubeconfig", default=None)
         p.add_argument("--context", default=None)
         p.add_argument("--backend", default=os.environ.get("STILTS_JOB_BACKEND", "pytorchjob"),
                        help="the operator's job backend (pytorchjob or trainjob)")
         p.set_defaults(func=func)
-    p = sub.add_parser("crd", help="print the TransferExperiment CRD")
-    p.set_defaults(func=cmd_crd)
-    args = parser.parse_args(argv)
+
+
+def _logs_options(p) -> None:
+    p.add_argument("job", help="the job's name (dense-qqp-s1-target, see `stilts status`) or hash prefix")
+    p.add_argument("-f", "--follow", action="store_true", help="follow the live log")
+
+
+def _status_options(p) -> None:
+    p.add_argument("--all", action="store_true", help="list succeeded jobs too")
+
+
+def _tensorboard_options(p) -> None:
+    p.add_argument("--port", type=int, default=6006, help="local port (default 6006)")
+    p.add_argument("--no-forward", action="store_true", help="tx/NAME: start the pod, print the "
+                   "kubectl port-forward command instead of running it")
+    p.add_argument("--wait", type=float, default=600, metavar="SECONDS", help="tx/NAME: how long to wait "
+                   "for the pod to run before forwarding (the first start pulls the trainer image; default 600)")
+    p.add_argument("--stop", action="store_true", help="tx/NAME: delete the experiment's TensorBoard pod")
+
+
+def _report_options(p) -> None:
+    p.add_argument("--split", choices=["test", "dev"], default="test")
+    p.add_argument("--out", default="", help="where report.txt/json and heatmap.png go (default: the "
+                   "directory itself, or ./report-NAME for tx/NAME)")
+    p.add_argument("--spec", default="", help="the experiment's file: with a volume copy, names the evaluate "
+                   "jobs that have not finished, and replays a sequential design's looks")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     try:
         return args.func(args)
     except SpecError as err:

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 from stilts_contract.names import TRAIN_LOG
 
-from . import backends, manifests
+from . import answer, backends, manifests
 from .policy import DEFAULT_TRAINER_IMAGE
 from .plan import Job, plan
 from .spec import GROUP, PLURAL, VERSION, ExperimentSpec, parse_spec
@@ -23,6 +23,12 @@ class ClusterExperiment:
     jobs: list[Job]
     records: dict
     results: dict
+    looks: list = field(default_factory=list)   # the sequential design's looks (answer.py)
+    items: dict = field(default_factory=dict)   # job hash -> per-item results the operator brought home
+
+    @property
+    def costs(self) -> list[dict]:
+        return answer.job_costs(self.jobs, self.records)
 
     @property
     def name(self) -> str:
@@ -59,7 +65,13 @@ def load(api, namespace: str, name: str, backend: str = "pytorchjob") -> Cluster
             data[key] = {}
     records = json.loads(data["jobs"].get("records", "{}"))
     results = {h: json.loads(v) for h, v in data["results"].items()}
-    return ClusterExperiment(experiment, spec, plan(spec), records, results)
+    saved = json.loads(data["jobs"].get("answer", "{}"))
+    design = answer.Design.of(spec)
+    looks = saved.get("looks", []) if design and saved.get("design") == asdict(design) else []
+    selector = f"{manifests.LABEL_UID}={experiment['metadata']['uid']},{manifests.LABEL_STORE}=items"
+    items = {h: json.loads(v) for cm in core.list_namespaced_config_map(namespace, label_selector=selector).items
+             for h, v in (cm.data or {}).items()}
+    return ClusterExperiment(experiment, spec, plan(spec, looks), records, results, looks, items)
 
 
 def retry(api, namespace: str, name: str) -> str:

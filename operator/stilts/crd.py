@@ -119,6 +119,19 @@ STATUS_SCHEMA = _obj(
                            "reason": _STR, "message": _STR, "observedGeneration": _INT,
                            "lastTransitionTime": {**_STR, "format": "date-time"}},
                            required=["type", "status"])},
+        "answer": _obj("The sequential design (spec.answer) as it runs.", {
+            "look": {**_INT, "description": "Looks taken so far."},
+            "seeds": {**_INT, "description": "Seeds planned so far."},
+            "maxSeeds": _INT,
+            "targetHalfWidth": {"type": "number", "description": "Points: the half-width that answers a comparison."},
+            "halfWidth": {"type": "number", "nullable": True, "description": "Points: the widest 95% half-width "
+                          "(adjusted for the looks) of a comparison not yet decided, at the last look."},
+            "decision": {**_STR, "description": "continue, decided, precise enough or budget reached."},
+            "summary": {**_STR, "description": "One line for kubectl get."},
+            "comparisons": {"type": "object", "description": "Per comparison at the last look: halfWidth, decided.",
+                            "additionalProperties": _obj("A comparison at the last look.", {
+                                "halfWidth": {"type": "number", "nullable": True}, "decided": {"type": "boolean"}})},
+        }),
         "jobsConfigMap": {**_STR, "description": "ConfigMap holding every job's record (state, attempts, reason)."},
         "resultsConfigMap": {**_STR, "description": "ConfigMap holding each finished job's compact summary."},
     })
@@ -129,6 +142,11 @@ COLUMNS = [
     {"name": "Running", "type": "integer", "jsonPath": ".status.running"},
     {"name": "Waiting", "type": "integer", "jsonPath": ".status.waiting", "description": "Starting or queued"},
     {"name": "Failed", "type": "integer", "jsonPath": ".status.failed"},
+    {"name": "Seeds", "type": "integer", "jsonPath": ".status.answer.seeds",
+     "description": "Seeds planned so far by the sequential design"},
+    {"name": "Answer", "type": "string", "jsonPath": ".status.answer.summary",
+     "description": "The sequential design: its last look's widest open half-width against the target, or why "
+                    "it stopped"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Message", "type": "string", "jsonPath": ".status.message"},
 ]

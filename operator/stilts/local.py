@@ -15,14 +15,17 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from stilts_contract import rules, summary as summaries
-from stilts_contract.names import COMPLETE, PROGRESS, TRAIN_LOG, Exit, is_permanent, is_preempted
+from stilts_contract.names import (COMPLETE, PROGRESS, TRAIN_LOG, Exit, is_permanent, is_preempted,
+                                   shutdown_timeout)
 
+from . import answer
 from .plan import Job, job_json, plan
-from .reconcile import ACTIVE, Observed, Policy, counts, reconcile
+from .reconcile import ACTIVE, Observed, Policy, counts, evaluations_ended, reconcile
+from .report import ANSWER_FILE
 from .spec import Experiment, SpecError
 from .status import eta
 
@@ -135,14 +138,17 @@ class LocalExecutor:
 
     def __post_init__(self):
         self.root = Path(self.root).resolve()
-        self.jobs = plan(self.experiment.spec)
-        self.by_hash = {j.hash: j for j in self.jobs}
-        self.sizes = world_sizes(self.jobs, self.nproc)
+        self.dir = self.root / self.experiment.name
+        self.design = answer.Design.of(self.experiment.spec)
+        self.notice = ""
+        self.looks = self._saved_looks()
+        self._replan()
         self.cores = os.cpu_count() or 1
+        # The widest job the design may ever plan sets the parallelism (later waves have the same shapes).
         widest = max(self.sizes.values())
         self.policy = Policy.of(self.experiment.spec, self.parallel or max(1, self.cores // widest))
-        self.dir = self.root / self.experiment.name
         self.records: dict[str, dict] = {}
+        self.cpus: dict[str, int] = {}  # cores each job was given (its cost, in CPU-hours)
         self.live = None  # rich's live progress, on a terminal
         self.live_tasks: dict[str, int] = {}
         self.directories: dict[str, Path] = {}
@@ -152,6 +158,45 @@ class LocalExecutor:
     @staticmethod
     def child_name(job_hash: str, attempt: int) -> str:
         return f"{job_hash}-{attempt}"
+
+    # -- the sequential design -------------------------------------------------------------------------
+    def _replan(self) -> None:
+        """The plan of the seeds released so far (all of spec.seeds without a design)."""
+        self.jobs = plan(self.experiment.spec, self.looks)
+        self.by_hash = {j.hash: j for j in self.jobs}
+        self.sizes = world_sizes(self.jobs, self.nproc)
+
+    def _saved_looks(self) -> list[dict]:
+        """The looks of an earlier `stilts run` of the same design. Another design (an edited answer block)
+        starts from no look: finished jobs are found again, so its looks replay in seconds."""
+        path = self.dir / ANSWER_FILE
+        if self.design is None or not path.is_file():
+            return []
+        saved = json.loads(path.read_text())
+        if saved.get("design") != asdict(self.design):
+            self.notice = f"{ANSWER_FILE}: the answer block changed since the last run; its looks are taken again"
+            return []
+        return saved.get("looks", [])
+
+    def _save_looks(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / f".{ANSWER_FILE}.tmp"
+        tmp.write_text(json.dumps({"design": asdict(self.design), "looks": self.looks}, indent=2))
+        os.replace(tmp, self.dir / ANSWER_FILE)
+
+    def _look_due(self) -> bool:
+        planned = max((j.seed for j in self.jobs if j.phase == "evaluate" and j.seed is not None), default=0)
+        return answer.due(self.design, self.looks, evaluations_ended(self.jobs, self.records), planned)
+
+    def look(self, records: dict, results: dict) -> dict | None:
+        """The look that is due: the report of this run directory, as `stilts report` would make it."""
+        from .report import from_directory
+
+        self.records = records
+        self.write_manifest()
+        inputs = from_directory(self.dir, design=self.design)
+        inputs.looks = list(self.looks)
+        return answer.take(inputs, time.time())
 
     # -- observing -----------------------------------------------------------------------------------
     def observe(self) -> dict[str, Observed]:
@@ -188,7 +233,10 @@ class LocalExecutor:
             launcher = [sys.executable, "-m", "stilts_trainer.launch", "--standalone", "--nproc-per-node", str(nproc)]
             cmd = launcher + cmd[1:] if cmd[0] == sys.executable else launcher + ["--no-python"] + cmd
         threads = max(1, self.cores // (nproc * sharing))
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+        # torchrun gives its workers what a pod would (stop() waits the grace before SIGKILL)
+        grace = self.experiment.spec.scheduling.termination_grace_period_seconds
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1",
+               "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": str(shutdown_timeout(grace))}
         log = out / TRAIN_LOG
         with open(log, "a") as handle:
             handle.write(f"\n=== attempt {attempt}: {' '.join(cmd)}\n")
@@ -200,6 +248,7 @@ class LocalExecutor:
                                            start_new_session=True)
         self.children[self.child_name(job.hash, attempt)] = Child(job, attempt, process, log, time.time())
         self.directories[job.hash] = out
+        self.cpus[job.hash] = nproc * threads
         self.say(f"started {job.name} ({job.hash[:8]}, attempt {attempt}, {nproc} proc)")
 
     def kill(self, name: str) -> None:
@@ -209,15 +258,28 @@ class LocalExecutor:
             child.process.wait()
 
     def stop(self) -> None:
-        for child in self.children.values():
+        """SIGTERM to every running job (each finishes its step and commits a checkpoint), SIGKILL to those
+        still running after the grace a trainer pod gets on the cluster (spec.scheduling.
+        terminationGracePeriodSeconds), or at once on a second Ctrl-C."""
+        running = [c for c in self.children.values() if c.process.poll() is None]
+        for child in running:
+            _signal(child.process.pid, signal.SIGTERM)
+        deadline = time.time() + self.experiment.spec.scheduling.termination_grace_period_seconds
+        try:
+            for child in running:
+                try:
+                    child.process.wait(max(0.1, deadline - time.time()))
+                except subprocess.TimeoutExpired:
+                    pass
+        except KeyboardInterrupt:
+            self.say("interrupted again: killing the running jobs now (each resumes from its last checkpoint)")
+        for child in running:
             if child.process.poll() is None:
-                _signal(child.process.pid, signal.SIGTERM)
-        deadline = time.time() + 20
-        for child in self.children.values():
-            try:
-                child.process.wait(max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
                 _signal(child.process.pid, signal.SIGKILL)
+                try:
+                    child.process.wait(5)
+                except subprocess.TimeoutExpired:
+                    pass
         self.children.clear()
 
     def say(self, text: str) -> None:
@@ -265,7 +327,8 @@ class LocalExecutor:
                          "parent": job.parent, "status": rec.get("state", "Pending"),
                          "attempts": rec.get("attempts", 0), "message": rec.get("message", ""),
                          "created": rec.get("created"), "finished": rec.get("since") if rec.get("state") ==
-                         "Succeeded" and rec.get("created") else None,
+                         "Succeeded" and rec.get("created") else None, "cpus": self.cpus.get(job.hash),
+                         "seconds": rec.get("seconds"),
                          "directory": str(self.directories.get(job.hash, self.dir / job.hash))})
         tmp = self.dir / ".plan.json.tmp"
         tmp.write_text(json.dumps({"experiment": self.experiment.name, "jobs": rows}, indent=2))
@@ -275,8 +338,17 @@ class LocalExecutor:
     def step(self, now: float) -> float | None:
         """Observe, decide, act once; returns when to look again at the latest (None: at the next poll)."""
         observed = self.observe()
-        d = reconcile(self.jobs, self.records, observed, now, self.policy, self.child_name)
-        before, self.records = self.records, d.records
+        before = self.records
+        d = reconcile(self.jobs, self.records, observed, now, self.policy, self.child_name, looks=self.looks,
+                      look=self.look if self.design else None)
+        self.records = d.records
+        if d.looks != self.looks:
+            self.looks = d.looks
+            self._save_looks()
+            self._replan()
+            self._adopt_complete()
+            for job in self.jobs:  # the next wave's jobs
+                self.records.setdefault(job.hash, {"state": "Pending", "attempts": 0})
         for job_hash, rec in self.records.items():
             if rec["state"] == "Succeeded" and before.get(job_hash, {}).get("state") != "Succeeded":
                 self.say(f"finished {self.by_hash[job_hash].name} in {now - rec.get('created', now):.0f}s")
@@ -288,7 +360,7 @@ class LocalExecutor:
             if rec["state"] not in ACTIVE and name in self.children:
                 self.children.pop(name)
         for kind, reason, message in d.events:
-            if kind == "Warning":
+            if kind == "Warning" or reason == "Look":
                 self.say(message)
         sharing = len(self.children) + len(d.create)
         for job, attempt in d.create:
@@ -312,25 +384,40 @@ class LocalExecutor:
                 self.live.stop()
                 self.live = None
 
-    def _run(self, poll_seconds: float) -> bool:
+    def _adopt_complete(self) -> None:
+        """Jobs finished by an earlier run, here or under another experiment in the same root, are done."""
         for job in self.jobs:
-            found = find_complete(self.root, self.experiment.name, job.hash)
+            found = None if job.hash in self.records else find_complete(self.root, self.experiment.name, job.hash)
             if found:
                 self.records[job.hash] = {"state": "Succeeded", "attempts": 0}
                 self.directories[job.hash] = found
+
+    def _run(self, poll_seconds: float) -> bool:
+        self._adopt_complete()
         done = counts(self.records)["Succeeded"]
+        design = (f"; seeds in waves until answered (first {self.design.first}, at most {self.design.max_seeds})"
+                  if self.design else "")
+        if self.notice:
+            self.say(self.notice)
         self.say(f"{self.experiment.name}: {len(self.jobs)} jobs, {done} already complete; "
-                 f"{self.policy.max_active} at a time")
+                 f"{self.policy.max_active} at a time{design}")
         try:
             while True:
                 wait = self.step(time.time())
                 self.show_progress(time.time())
                 c = counts(self.records)
                 if not any(c[s] for s in ("Pending", "Backoff") + ACTIVE):
+                    if self.design and not answer.stopped(self.looks):
+                        if self._look_due():  # a wave that ran before (adopted whole): its look is next
+                            continue
+                        raise RuntimeError("every job ended but the design could not look; see plan.json")
                     break
                 time.sleep(poll_seconds if wait is None else min(poll_seconds, max(wait, 0.01)))
         except KeyboardInterrupt:
-            self.say("interrupted: running jobs finish their step and commit a checkpoint (run again to resume)")
+            grace = self.experiment.spec.scheduling.termination_grace_period_seconds
+            self.say(f"interrupted: running jobs finish their step and commit a checkpoint; waiting up to {grace} s "
+                     "(spec.scheduling.terminationGracePeriodSeconds) before killing them, Ctrl-C again kills them "
+                     "now. Run again to resume")
             self.stop()
             self.write_manifest()
             raise

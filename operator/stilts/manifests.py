@@ -14,10 +14,10 @@ import hashlib
 import json
 import re
 
-from stilts_contract.names import TRAIN_LOG
+from stilts_contract.names import TRAIN_LOG, shutdown_timeout
 
 from .plan import Job, job_json
-from .spec import API_VERSION, KIND, TERMINATION_GRACE_SECONDS
+from .spec import API_VERSION, KIND, ExperimentSpec
 
 # torchrun that keeps the trainer's exit codes (bad input, preempted): trainer/stilts_trainer/launch.py
 LAUNCHER = ("python", "-m", "stilts_trainer.launch")
@@ -29,6 +29,7 @@ LABEL_UID = "stilts.dev/experiment-uid"
 LABEL_HASH = "stilts.dev/job-hash"
 LABEL_ATTEMPT = "stilts.dev/attempt"
 LABEL_QUEUE = "kueue.x-k8s.io/queue-name"
+LABEL_STORE = "stilts.dev/store"  # what an experiment's ConfigMap holds (items: per-item results)
 RETRY_ANNOTATION = "stilts.dev/retry"  # `stilts retry` sets it: failed jobs are re-armed once per value
 MANAGED_BY = {"app.kubernetes.io/managed-by": "stilts"}
 RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
@@ -99,11 +100,6 @@ def config_map(experiment: dict, job: Job, attempt: int, name: str) -> dict:
             "data": {"job.json": json.dumps(body, indent=2, sort_keys=True)}}
 
 
-def shutdown_timeout(grace: int) -> int:
-    """What torchrun gives its workers after SIGTERM: the pod's grace less a margin to exit in."""
-    return max(5, grace - max(5, grace // 10))
-
-
 def resources(job: Job) -> dict:
     """Requests (and limits for memory and GPUs) of one trainer container, from the planned launch."""
     launch = job.launch
@@ -113,13 +109,13 @@ def resources(job: Job) -> dict:
     return out
 
 
-def pod_template(experiment: dict, job: Job, attempt: int, name: str, container_name: str, default_image: str,
-                 env: list[dict] | None = None) -> dict:
+def pod_template(experiment: dict, spec: ExperimentSpec, job: Job, attempt: int, name: str, container_name: str,
+                 default_image: str, env: list[dict] | None = None) -> dict:
     """The trainer pod every backend runs: restricted security, no service-account token, the shared
-    volume, a bounded /dev/shm, the job's ConfigMap and the metrics port."""
-    spec = experiment["spec"]
-    scheduling = spec.get("scheduling", {})
-    grace = scheduling.get("terminationGracePeriodSeconds", TERMINATION_GRACE_SECONDS)
+    volume, a bounded /dev/shm, the job's ConfigMap and the metrics port. `spec` is the experiment's
+    typed spec (its defaults are written once, in spec.py)."""
+    scheduling = spec.scheduling
+    grace = scheduling.termination_grace_period_seconds
     variables = [{"name": "HF_HOME", "value": f"{WORKSPACE}/.cache/huggingface"},
                  {"name": "PYTHONUNBUFFERED", "value": "1"},
                  # Each attempt's log is kept on the volume (stilts logs reads it after the pod is gone).
@@ -129,12 +125,12 @@ def pod_template(experiment: dict, job: Job, attempt: int, name: str, container_
                  # exits with their code, before the kubelet's SIGKILL at the end of the grace period.
                  {"name": "TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "value": str(shutdown_timeout(grace))},
                  *(env or [])]
-    if spec.get("hfTokenSecret"):
-        variables.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": spec["hfTokenSecret"],
+    if spec.hf_token_secret:
+        variables.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": spec.hf_token_secret,
                                                                              "key": "HF_TOKEN"}}})
     container = {
         "name": container_name,  # the backend's: its controller finds the trainer container by name
-        "image": spec.get("image") or default_image,
+        "image": spec.image or default_image,
         "command": [*LAUNCHER, "-m", "stilts_trainer", "--job", f"{JOB_DIR}/job.json"],
         "env": variables,
         "ports": [{"name": "metrics", "containerPort": TRAINER_METRICS_PORT}],
@@ -153,12 +149,12 @@ def pod_template(experiment: dict, job: Job, attempt: int, name: str, container_
         "volumes": [{"name": "workspace", "persistentVolumeClaim": {"claimName": claim_name(experiment)}},
                     {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": job.launch.shm}},
                     {"name": "job", "configMap": {"name": name}}],
-        "nodeSelector": scheduling.get("nodeSelector") or {},
-        "tolerations": [{k: v for k, v in t.items() if v not in ("", None)}
-                        for t in scheduling.get("tolerations") or []],
+        "nodeSelector": dict(scheduling.node_selector),
+        "tolerations": [{k: v for k, v in t.model_dump(by_alias=True).items() if v not in ("", None)}
+                        for t in scheduling.tolerations],
     }
-    if scheduling.get("priorityClassName"):
-        pod["priorityClassName"] = scheduling["priorityClassName"]
+    if scheduling.priority_class_name:
+        pod["priorityClassName"] = scheduling.priority_class_name
     return {"metadata": {"labels": labels(experiment, job, attempt)}, "spec": pod}
 
 
@@ -177,6 +173,16 @@ def claim(experiment: dict) -> dict:
 def store_names(stem: str) -> tuple[str, str]:
     """The experiment's two ConfigMaps: per-job records, and results."""
     return f"{stem}-jobs", f"{stem}-results"
+
+
+ITEMS_STORES = 64
+
+
+def items_store(stem: str, job_hash: str) -> str:
+    """The ConfigMap holding an evaluate job's per-item results: one of 64, by the hash. A run's items
+    take about 13 KB (XNLI: 15 x 5,010 bits), so the largest grid the CRD admits (1,536 evaluate jobs)
+    fills the fullest to about 412 KiB, under a ConfigMap's 1 MiB (tests/operator/test_largest_grid.py)."""
+    return f"{stem}-items-{int(job_hash[:2], 16) % ITEMS_STORES:02d}"
 
 
 def store(experiment: dict, name: str, data: dict) -> dict:

@@ -33,6 +33,16 @@ WAITING = Gauge("stilts_job_waiting_seconds", "How long the experiment's longest
                 "running (queued jobs not counted): what the stuck-job alert watches", ["experiment", "experiment_namespace"])
 ETA = Gauge("stilts_experiment_eta_seconds", "Estimated seconds until every job of the experiment is done, from "
             "the mean duration of its finished jobs per phase", ["experiment", "experiment_namespace"])
+ANSWER_HALF_WIDTH = Gauge("stilts_answer_half_width_points", "A dense-vs-MoE comparison's 95% half-width (adjusted "
+                          "for the looks) at the sequential design's last look",
+                          ["experiment", "experiment_namespace", "comparison"])
+ANSWER_DECIDED = Gauge("stilts_answer_decided", "1 once a comparison is decided (its claim made)",
+                       ["experiment", "experiment_namespace", "comparison"])
+ANSWER_TARGET = Gauge("stilts_answer_target_half_width_points", "The half-width that answers a comparison "
+                      "(spec.answer.targetHalfWidth)", ["experiment", "experiment_namespace"])
+ANSWER_SEEDS = Gauge("stilts_answer_seeds", "Seeds the sequential design has planned so far",
+                     ["experiment", "experiment_namespace"])
+ANSWER_LOOK = Gauge("stilts_answer_look", "Looks the sequential design has taken", ["experiment", "experiment_namespace"])
 PHASES = ("Pending", "Running", "Succeeded", "Failed")
 
 
@@ -57,9 +67,10 @@ class Metrics:
         self.phases: dict[tuple, str] = {}        # (experiment, namespace) -> phase
         self.timed: dict[tuple, set[str]] = {}    # (experiment, namespace) -> job hashes whose duration was observed
         self.series: dict[tuple, set[tuple]] = {}  # (experiment, namespace) -> accuracy/gain label sets
+        self.comparisons: dict[tuple, set[str]] = {}  # (experiment, namespace) -> comparisons with answer series
 
     def record(self, namespace: str, experiment: str, phase: str, jobs, records: dict, results: dict,
-               eta: float | None, now: float | None = None) -> None:
+               eta: float | None, now: float | None = None, answer: dict | None = None) -> None:
         key = (experiment, namespace)
         self.phases[key] = phase
         for p in PHASES:
@@ -88,6 +99,20 @@ class Metrics:
                 GAIN.labels(*labels).set(r["accuracy"] - base)
         if eta is not None:
             ETA.labels(*key).set(eta)
+        if answer:
+            self._answer(key, answer)
+
+    def _answer(self, key: tuple, answer: dict) -> None:
+        """The sequential design's progress (status.answer): what the dashboard's convergence panel plots."""
+        ANSWER_TARGET.labels(*key).set(answer["targetHalfWidth"])
+        ANSWER_SEEDS.labels(*key).set(answer["seeds"])
+        ANSWER_LOOK.labels(*key).set(answer["look"])
+        known = self.comparisons.setdefault(key, set())
+        for comparison, c in (answer.get("comparisons") or {}).items():
+            if c.get("halfWidth") is not None:
+                ANSWER_HALF_WIDTH.labels(*key, comparison).set(c["halfWidth"])
+            ANSWER_DECIDED.labels(*key, comparison).set(1 if c["decided"] else 0)
+            known.add(comparison)
 
     def forget(self, namespace: str, experiment: str) -> None:
         """The experiment is gone: its series go too."""
@@ -105,6 +130,11 @@ class Metrics:
             _remove(ACCURACY, *labels)
             _remove(GAIN, *labels)
         _remove(ETA, *key)
+        for gauge in (ANSWER_TARGET, ANSWER_SEEDS, ANSWER_LOOK):
+            _remove(gauge, *key)
+        for comparison in self.comparisons.pop(key, set()):
+            _remove(ANSWER_HALF_WIDTH, *key, comparison)
+            _remove(ANSWER_DECIDED, *key, comparison)
 
 
 def _remove(metric, *labels) -> None:

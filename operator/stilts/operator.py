@@ -20,13 +20,16 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from types import SimpleNamespace
 
 import kopf
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from . import backends, manifests, metrics
+from stilts_contract import items as contract_items
+
+from . import answer, backends, manifests, metrics, report
 from .cache import CHILDREN, PODS, Cache
 from .manifests import LABEL_ATTEMPT, LABEL_EXPERIMENT, LABEL_HASH, LABEL_UID, RETRY_ANNOTATION
 from .plan import Job, plan
@@ -39,11 +42,15 @@ from .workqueue import WorkQueue
 log = logging.getLogger("stilts.operator")
 RESYNC_SECONDS = float(os.environ.get("STILTS_RESYNC_SECONDS", "30"))
 BACKEND = backends.get(os.environ.get("STILTS_JOB_BACKEND", "pytorchjob"))
-LOGGED_EVENTS = ("JobRearmed",)
+LOGGED_EVENTS = ("JobRearmed", "Look")
 NO_PODS_GRACE_SECONDS = 5  # a child without pods this long: look at its events for why (admission)
 WRITE_PARALLELISM = 8  # a reconcile's creates, deletes and results merge in flight at once
 WHY_LOOK_SECONDS = 10  # how often to read events for children without pods (the reason shown meanwhile)
 RELIST_SECONDS = float(os.environ.get("STILTS_RELIST_SECONDS", "300"))  # cache.py: the safety net's period
+ITEMS_GIVE_UP_SECONDS = 120  # how long a finished evaluate job's log is tried before its items are given up
+ITEMS_READ_TIMEOUT = 20      # seconds one read of a log may take
+ITEMS_PER_PASS = 8     # logs read in one reconcile (the rest wait for the next pass)
+ITEMS_LOG_LINES = 200  # the log's tail that holds the items (the trainer prints them last)
 
 
 def api_client() -> client.ApiClient:
@@ -116,11 +123,24 @@ class Known:
     # The records as this process last read or wrote them, with their resourceVersion. The operator is
     # their only writer, and it writes them (optimistic concurrency) before it acts, so a stale copy
     # costs a 409 and a fresh look, never a duplicate; re-read at every relist all the same.
-    records: tuple[dict, str, str | None] | None = None
+    records: "Stored | None" = None
+    planned_for: tuple = ()        # (generation, seeds) the jobs were planned for
+    items: dict = field(default_factory=dict)        # job hash -> its per-item results, as stored
+    items_tries: dict = field(default_factory=dict)  # job hash -> when reading its log first failed
     why_looked_at: float = 0.0     # last look at events for children without pods
     why: dict = field(default_factory=dict)  # what that look found: child -> (reason, message)
     status: dict | None = None     # the status this process last wrote
     results: dict = field(default_factory=dict)
+
+
+@dataclass
+class Stored:
+    """The jobs ConfigMap: the job records, the retry annotation last acted on, the sequential design's
+    looks (answer.py), and the resourceVersion they were read or written at."""
+    records: dict
+    retry: str
+    looks: list[dict]
+    version: str | None
 
 
 class Controller:
@@ -230,6 +250,17 @@ class Controller:
         for pod in pods:
             labels = pod["metadata"].get("labels") or {}
             by_attempt.setdefault((labels.get(LABEL_HASH), labels.get(LABEL_ATTEMPT)), []).append(pod)
+        # Pods deleted lately still tell their story: an evicted pod the kubelet removed once its trainer
+        # exited 3, which its controller replaced in place (the training operator re-creates a deleted pod)
+        # or whose child then failed: its preemption counts, and the failure is read from it.
+        gone: dict[tuple[str, str], list[dict]] = {}
+        for pod in self.cache.gone(PODS, uid):
+            labels = pod["metadata"].get("labels") or {}
+            gone.setdefault((labels.get(LABEL_HASH), labels.get(LABEL_ATTEMPT)), []).append(pod)
+
+        def with_gone(key: tuple[str, str], live: list[dict]) -> list[dict]:
+            names = {p["metadata"]["name"] for p in live}
+            return live + [p for p in gone.get(key, []) if p["metadata"]["name"] not in names]
         observed, podless = {}, set()
         for child in children:
             meta = child["metadata"]
@@ -237,12 +268,12 @@ class Controller:
             if meta.get("deletionTimestamp"):
                 observed[meta["name"]] = Observed("Terminating")
                 continue
-            seen = self.backend.observe(child, by_attempt.get(key, []))
+            seen = self.backend.observe(child, with_gone(key, by_attempt.get(key, [])))
             if seen.state in ("Succeeded", "Failed") and meta["name"] in active and \
                     not self._exit_known(seen.state, by_attempt.get(key, [])):
                 by_attempt[key] = self._list_pods(namespace, f"{LABEL_UID}={uid},{LABEL_HASH}={key[0]},"
                                                              f"{LABEL_ATTEMPT}={key[1]}")
-                seen = self.backend.observe(child, by_attempt[key])
+                seen = self.backend.observe(child, with_gone(key, by_attempt[key]))
             if seen.state == "Pending" and not by_attempt.get(key) and not seen.reason and \
                     now - _timestamp(meta.get("creationTimestamp")) > NO_PODS_GRACE_SECONDS:
                 podless.add(meta["name"])
@@ -278,8 +309,8 @@ class Controller:
 
     def _reconcile(self, namespace: str, name: str) -> float | None:
         """One pass, as reconcile.py's contract says: read (the experiment, its plan, the records and the
-        children), decide (the pure `reconcile`), write (the records first, then children and results),
-        report (status, events, metrics)."""
+        children), decide (the pure `reconcile`, with the design's look when one is due), write (the
+        records and looks first, then children and results), report (status, events, metrics)."""
         now = time.time()
         read = self._read(namespace, name, now)
         if read is None:
@@ -287,10 +318,12 @@ class Controller:
         experiment, known, previous = read
         stem = manifests.prefix(experiment, self.backend.max_name)
         self._start(experiment, known, stem)
-        records, observed, retry, rearmed_at = self._observe_all(experiment, known, stem, now)
-        d = reconcile(known.jobs, records, observed, now, Policy.of(known.spec),
-                      lambda h, a: manifests.child_name(stem, h, a), rearm=bool(retry) and retry != rearmed_at)
-        self._write(experiment, known, stem, d, records, retry, rearmed_at)
+        stored, observed, retry = self._observe_all(experiment, known, stem, now)
+        self._replan(known, experiment, stored.looks)
+        d = reconcile(known.jobs, stored.records, observed, now, Policy.of(known.spec),
+                      lambda h, a: manifests.child_name(stem, h, a), rearm=bool(retry) and retry != stored.retry,
+                      looks=stored.looks, look=self._look(experiment, known, stored.looks, now))
+        self._write(experiment, known, stem, d, stored, retry)
         self._report(experiment, known, stem, d, previous, now)
         return d.requeue_after
 
@@ -322,10 +355,11 @@ class Controller:
             try:
                 known.spec = parse_spec(experiment["spec"], f"{namespace}/{name}")
                 refused = violations(known.spec, self.admission, self.trainer_image) + \
-                    self.backend.unsupported(experiment["spec"])
+                    self.backend.unsupported(known.spec)
                 if refused:
                     raise PolicyError("; ".join(refused))
-                known.jobs = plan(known.spec)
+                known.jobs, known.planned_for = plan(known.spec), ()  # validated; _replan adds the design's waves
+                known.records = None  # read again: looks taken under another answer block are dropped there
             except SpecError as err:  # the CRD refuses most of this; what is left is reported, not retried
                 reason = "PolicyViolation" if isinstance(err, PolicyError) else "InvalidSpec"
                 status = invalid(str(err), previous, generation, now, reason)
@@ -346,11 +380,19 @@ class Controller:
             self._create(experiment, lambda: self.core.create_namespaced_persistent_volume_claim(
                 namespace, manifests.claim(experiment)))
         known.results = self._read_store(namespace, manifests.store_names(stem)[1])[0]
+        known.items = self._read_items(namespace, experiment["metadata"]["uid"])
         known.started = True
 
-    def _observe_all(self, experiment: dict, known: Known, stem: str, now: float) -> tuple[dict, dict, str, str]:
-        """The records (what the operator last wrote), the children and pods as observed, and the retry
-        annotation with the value last acted on."""
+    def _read_items(self, namespace: str, uid: str) -> dict:
+        """Every per-item result the operator has brought home for this experiment: job hash -> items."""
+        selector = f"{LABEL_UID}={uid},{manifests.LABEL_STORE}=items"
+        stores = self._items(self.core.list_namespaced_config_map(namespace, label_selector=selector,
+                                                                  _preload_content=False))
+        return {h: json.loads(v) for cm in stores for h, v in (cm.get("data") or {}).items()}
+
+    def _observe_all(self, experiment: dict, known: Known, stem: str, now: float) -> tuple[Stored, dict, str]:
+        """The records and looks (what the operator last wrote), the children and pods as observed, and
+        the retry annotation; finished evaluate jobs' per-item results brought home on the way."""
         meta = experiment["metadata"]
         namespace, uid = meta["namespace"], meta["uid"]
         retry = (meta.get("annotations") or {}).get(RETRY_ANNOTATION, "")
@@ -358,41 +400,121 @@ class Controller:
             self._relist(namespace, uid)
             known.listed_at, known.records = now, None
         if known.records is None:
-            known.records = self._read_records(namespace, manifests.store_names(stem)[0])
-        records, rearmed_at, _ = known.records
-        for job_hash, rec in records.items():  # fencing: a retry waits for pods that the cache may not show yet
+            known.records = self._read_records(namespace, manifests.store_names(stem)[0], known)
+        stored = known.records
+        for job_hash, rec in stored.records.items():  # fencing: a retry waits for pods the cache may not show yet
             if rec["state"] == "Backoff" and rec.get("retryAfter", 0) <= now:
                 labels, since = {LABEL_UID: uid, LABEL_HASH: job_hash}, self.cache.mark()
                 selector = ",".join(f"{k}={v}" for k, v in labels.items())
                 self.cache.replace(PODS, uid, self._list_pods(namespace, selector), since, labels)
-        active = {manifests.child_name(stem, h, r["attempts"]) for h, r in records.items() if r["state"] in ACTIVE}
+        active = {manifests.child_name(stem, h, r["attempts"]) for h, r in stored.records.items() if r["state"] in ACTIVE}
         observed = self.observe(namespace, stem, uid, self.cache.list(CHILDREN, uid), self.cache.list(PODS, uid),
                                 active, now, known)
-        return records, observed, retry, rearmed_at
+        self._fetch_items(experiment, known, stem, stored.records)
+        return stored, observed, retry
 
-    def _write(self, experiment: dict, known: Known, stem: str, d, records: dict, retry: str, rearmed_at: str) -> None:
-        """The intent first: a crash after the records are written re-creates (409, adopted) rather than
-        forgets. Then the rest, which is independent: results, deletions and creations at once."""
+    # -- the sequential design -----------------------------------------------------------------------
+    def _replan(self, known: Known, experiment: dict, looks: list[dict]) -> None:
+        """The plan of the seeds the design has released (all of spec.seeds without one), once per
+        generation and wave: hashing thousands of jobs takes time."""
+        key = (experiment["metadata"].get("generation", 0), tuple(answer.seeds(known.spec, looks)))
+        if known.planned_for != key:
+            known.jobs, known.planned_for = plan(known.spec, looks), key
+
+    def _look(self, experiment: dict, known: Known, looks: list[dict], now: float):
+        """The look reconcile takes when a wave has ended: the report of the experiment's results, as
+        `stilts report tx/NAME` makes it. None while a finished run's per-item results are still coming."""
+        def take(records: dict, new_results: dict) -> dict | None:
+            results = {**known.results, **new_results}
+            if any(self._items_awaited(job.hash, results, known) for job in known.jobs
+                   if job.phase == "evaluate" and records.get(job.hash, {}).get("state") == "Succeeded"):
+                return None
+            seen = SimpleNamespace(name=experiment["metadata"]["name"], spec=known.spec, jobs=known.jobs,
+                                   records=records, results=results, items=known.items, looks=looks,
+                                   costs=answer.job_costs(known.jobs, records))
+            return answer.take(report.from_cluster(seen), now)
+        return take
+
+    @staticmethod
+    def _items_awaited(job_hash: str, results: dict, known: Known) -> bool:
+        summary = results.get(job_hash) or {}
+        return bool(summary.get("itemsDigest")) and job_hash not in known.items and not summary.get("itemsMissing")
+
+    def _fetch_items(self, experiment: dict, known: Known, stem: str, records: dict) -> None:
+        """Per-item results of finished evaluate jobs, from the last lines of their leader's log (the
+        termination message holds 4 KB, a run's items about 9), checked against the digest of the job's
+        summary and kept in the items ConfigMaps. A log that cannot be read (its pod
+        gone, a kubelet that does not answer) for two minutes is given up: that run's test-set term is then
+        bounded by the binomial, which the report says."""
+        wanted = [job for job in known.jobs if job.phase == "evaluate"
+                  and records.get(job.hash, {}).get("state") == "Succeeded"
+                  and self._items_awaited(job.hash, known.results, known)][:ITEMS_PER_PASS]
+        if not wanted:
+            return
+        namespace, uid = experiment["metadata"]["namespace"], experiment["metadata"]["uid"]
+        pods = self.cache.list(PODS, uid)
+
+        def fetch(job: Job) -> tuple[Job, dict | None, str]:
+            attempt = str(records[job.hash]["attempts"])
+            # The leader that exited 0: one replaced in place (TrainJob) leaves its predecessor beside it.
+            leader = next((p for p in pods if (p["metadata"].get("labels") or {}).get(LABEL_HASH) == job.hash
+                           and p["metadata"]["labels"].get(LABEL_ATTEMPT) == attempt and self.backend.is_leader(p)
+                           and (backends.terminated(p, self.backend.container) or {}).get("exitCode") == 0), None)
+            if leader is None:
+                return job, None, "its leader pod is gone"
+            try:
+                text = self.core.read_namespaced_pod_log(leader["metadata"]["name"], namespace,
+                                                         container=self.backend.container, tail_lines=ITEMS_LOG_LINES,
+                                                         _request_timeout=ITEMS_READ_TIMEOUT)
+            except Exception as err:  # noqa: BLE001 - a log that cannot be read now is tried again later
+                return job, None, f"its log could not be read ({getattr(err, 'status', '')} {err})"[:200]
+            found = contract_items.parse(text, job.hash, known.results[job.hash]["itemsDigest"])
+            return job, found, "" if found else "its log does not end with items matching its summary's digest"
+
+        buckets: dict[str, dict] = {}
+        missing: dict[str, dict] = {}
+        for job, found, why in self.writers.map(fetch, wanted):
+            if found:
+                known.items[job.hash] = found
+                buckets.setdefault(manifests.items_store(stem, job.hash), {})[job.hash] = json.dumps(
+                    found, separators=(",", ":"))
+                continue
+            first = known.items_tries.setdefault(job.hash, time.time())
+            if time.time() - first >= ITEMS_GIVE_UP_SECONDS:
+                log.warning("%s: per-item results given up (the report bounds its test-set term by the "
+                            "binomial): %s", job.name, why)
+                missing[job.hash] = {**known.results[job.hash], "itemsMissing": True}
+        for store, data in buckets.items():
+            self._merge_store(experiment, store, data, {manifests.LABEL_STORE: "items"})
+        if missing:
+            known.results.update(missing)
+            self._merge_store(experiment, manifests.store_names(stem)[1], {
+                h: json.dumps(r, separators=(",", ":"), sort_keys=True) for h, r in missing.items()})
+
+    def _write(self, experiment: dict, known: Known, stem: str, d, stored: Stored, retry: str) -> None:
+        """New results, then the intent: a crash after the records are written re-creates (409, adopted)
+        rather than forgets, and a look is recorded with the records it saw, in one write, so it is never
+        taken twice nor skipped. Then the rest, which is independent: deletions and creations at once."""
         namespace, uid = experiment["metadata"]["namespace"], experiment["metadata"]["uid"]
         jobs_store, results_store = manifests.store_names(stem)
-        if d.records != records or retry != rearmed_at:
-            version = known.records[2]
-            known.records = None  # whatever happens to the write, read them again next time
-            version = self._write_records(experiment, jobs_store, d.records, retry, version)
-            known.records = (d.records, retry, version)
-        actions = [self.writers.submit(self._delete_child, namespace, uid, child) for child in d.delete]
-        actions += [self.writers.submit(self._create_child, experiment, stem, *create) for create in d.create]
-        if d.results:
+        if d.results:  # before the records that say Succeeded: a crash in between must not lose a summary
+            self._merge_store(experiment, results_store, {
+                h: json.dumps(r, separators=(",", ":"), sort_keys=True) for h, r in d.results.items()})
             known.results.update(d.results)
-            actions.append(self.writers.submit(self._merge_store, experiment, results_store, {
-                h: json.dumps(r, separators=(",", ":"), sort_keys=True) for h, r in d.results.items()}))
+        if d.records != stored.records or retry != stored.retry or d.looks != stored.looks:
+            known.records = None  # whatever happens to the write, read them again next time
+            version = self._write_records(experiment, jobs_store, d.records, retry, known, d.looks, stored.version)
+            known.records = Stored(d.records, retry, d.looks, version)
+        actions = [self.writers.submit(self._delete_child, namespace, uid, child) for child in d.delete]
+        actions += [self.writers.submit(self._create_child, experiment, known.spec, stem, *create) for create in d.create]
         for action in actions:
             action.result()  # the first failure raises: the reconcile is retried
 
     def _report(self, experiment: dict, known: Known, stem: str, d, previous: dict, now: float) -> None:
         meta = experiment["metadata"]
         jobs_store, results_store = manifests.store_names(stem)
-        status = summarize(known.jobs, d.records, previous, meta.get("generation", 0), now)
+        design = answer.Design.of(known.spec)
+        status = summarize(known.jobs, d.records, previous, meta.get("generation", 0), now, design, d.looks)
         status.update(jobsConfigMap=jobs_store, resultsConfigMap=results_store)
         if changed(previous, status):
             self._patch_status(meta["namespace"], meta["name"], status)
@@ -407,14 +529,14 @@ class Controller:
             kopf.event(experiment, type=kind, reason=f"Experiment{status['phase']}",
                        message=f"{status['progress']} jobs succeeded; {status['message']}"[:1000])
         self.metrics.record(meta["namespace"], meta["name"], status["phase"], known.jobs, d.records, known.results,
-                            eta(known.jobs, d.records, known.spec.max_concurrent_jobs), now)
+                            eta(known.jobs, d.records, known.spec.max_concurrent_jobs), now, status.get("answer"))
 
     # -- writing -------------------------------------------------------------------------------------
-    def _create_child(self, experiment: dict, stem: str, job: Job, attempt: int) -> None:
+    def _create_child(self, experiment: dict, spec: ExperimentSpec, stem: str, job: Job, attempt: int) -> None:
         """The job's ConfigMap (job.json), then the child that mounts it."""
         namespace, b = experiment["metadata"]["namespace"], self.backend
         child = manifests.child_name(stem, job.hash, attempt)
-        template = manifests.pod_template(experiment, job, attempt, child, b.container, self.trainer_image)
+        template = manifests.pod_template(experiment, spec, job, attempt, child, b.container, self.trainer_image)
         self._create(experiment, lambda: self.core.create_namespaced_config_map(
             namespace, manifests.config_map(experiment, job, attempt, child)))
         body = b.manifest(experiment, job, attempt, child, template, manifests.metadata(experiment, child, job, attempt))
@@ -462,14 +584,23 @@ class Controller:
         data = {k: json.loads(v) for k, v in (cm.data or {}).items()}
         return data, cm.metadata.annotations or {}, cm.metadata.resource_version
 
-    def _read_records(self, namespace: str, name: str) -> tuple[dict, str, str | None]:
+    def _read_records(self, namespace: str, name: str, known: Known) -> Stored:
+        """The jobs ConfigMap. Looks taken under another design (an edited answer block) are dropped:
+        finished jobs keep their records, so the new design's looks are taken again, one pass each."""
         data, annotations, version = self._read_store(namespace, name)
-        return data.get("records", {}), annotations.get(RETRY_ANNOTATION, ""), version
+        saved = data.get("answer") or {}
+        design = answer.Design.of(known.spec)
+        looks = saved.get("looks", []) if design and saved.get("design") == asdict(design) else []
+        return Stored(data.get("records", {}), annotations.get(RETRY_ANNOTATION, ""), looks, version)
 
-    def _write_records(self, experiment: dict, name: str, records: dict, retry: str, version: str | None) -> str:
+    def _write_records(self, experiment: dict, name: str, records: dict, retry: str, known: Known,
+                       looks: list[dict], version: str | None) -> str:
         """Returns the new resourceVersion."""
-        body = manifests.store(experiment, name, {"records": json.dumps(records, separators=(",", ":"),
-                                                                        sort_keys=True)})
+        data = {"records": json.dumps(records, separators=(",", ":"), sort_keys=True)}
+        design = answer.Design.of(known.spec)
+        if design:
+            data["answer"] = json.dumps({"design": asdict(design), "looks": looks}, separators=(",", ":"))
+        body = manifests.store(experiment, name, data)
         body["metadata"]["annotations"] = {RETRY_ANNOTATION: retry}
         namespace = experiment["metadata"]["namespace"]
         if version is None:
@@ -478,14 +609,16 @@ class Controller:
         body["metadata"]["resourceVersion"] = version
         return self.core.replace_namespaced_config_map(name, namespace, body).metadata.resource_version
 
-    def _merge_store(self, experiment: dict, name: str, data: dict) -> None:
+    def _merge_store(self, experiment: dict, name: str, data: dict, labels: dict | None = None) -> None:
         namespace = experiment["metadata"]["namespace"]
         try:
             self.core.patch_namespaced_config_map(name, namespace, {"data": data})
         except ApiException as err:
             if err.status != 404:
                 raise
-            self.core.create_namespaced_config_map(namespace, manifests.store(experiment, name, data))
+            body = manifests.store(experiment, name, data)
+            body["metadata"]["labels"].update(labels or {})
+            self.core.create_namespaced_config_map(namespace, body)
 
     def _patch_status(self, namespace: str, name: str, status: dict) -> None:
         known = self.known.get((namespace, name))

@@ -19,6 +19,7 @@ from stilts_contract.names import BASELINE as NONE, MLM_ARM, PHASES, SYNTHETIC_W
 from stilts_contract import job as contract
 from stilts_contract.job import Hyperparameters, applicable
 
+from . import answer
 from .spec import Backbone, ExperimentSpec, PhaseTraining, SpecError
 
 # Requests when the spec gives none, per trainer process (one per GPU; one per pod without GPUs).
@@ -70,8 +71,9 @@ class Job:
     parent: str | None          # hash of the job whose model this one starts from
     after: tuple[str, ...]      # hashes that must finish first without feeding the hash (prefetch)
     launch: Launch
-    body: dict = field(compare=False, hash=False)  # job.json without output/parent paths (what is hashed)
-    job: contract.Job = field(compare=False, hash=False)  # the same, validated by the trainer's own model
+    # The job as the trainer's own model validated it (paths are the executor's, placeholders here): the
+    # one description of the job every reader uses. Its hash covers what of it changes results.
+    job: contract.Job = field(compare=False, hash=False)
 
     @property
     def name(self) -> str:
@@ -125,9 +127,11 @@ def _identity(backbone_body: dict) -> dict:
 
 
 class Planner:
-    def __init__(self, spec: ExperimentSpec):
+    def __init__(self, spec: ExperimentSpec, seeds: list[int] | None = None):
         self.spec = spec
+        self.seeds = seeds if seeds is not None else answer.seeds(spec)
         self.jobs: dict[str, Job] = {}
+        self.hashed: dict[str, dict] = {}  # job hash -> the body it was hashed from (tests check what it covers)
         self.prefetch: str | None = None
 
     def add(self, phase: str, backbone: Backbone, body: dict, parent: str | None, *, run_task: str = "",
@@ -141,7 +145,8 @@ class Planner:
             labels = {"backbone": backbone.name, "phase": phase, "intermediateTask": run_task,
                       "seed": "" if seed is None else str(seed), "pretraining": pretraining}
             body = {**body, "jobHash": h, "labels": labels}
-            job = Job(h, phase, backbone.name, run_task, seed, parent, after, launch(backbone, phase), body,
+            self.hashed[h] = body
+            job = Job(h, phase, backbone.name, run_task, seed, parent, after, launch(backbone, phase),
                       validated(body, parent, f"{backbone.name} {phase}"))
             self.jobs[h] = job
         return h
@@ -165,7 +170,7 @@ class Planner:
             root = self._plan_backbone_root(backbone, continued)
             pretraining = f"continued masked-LM, {continued} steps" if continued else ""
             for task in run_tasks(spec):
-                for seed in spec.seeds:
+                for seed in self.seeds:
                     self._plan_run(backbone, root, task, seed, pretraining)
         return topological(list(self.jobs.values()))
 
@@ -248,8 +253,10 @@ def arms(spec: ExperimentSpec) -> list[tuple[Backbone, int]]:
     return out
 
 
-def plan(spec: ExperimentSpec) -> list[Job]:
-    return Planner(spec).plan()
+def plan(spec: ExperimentSpec, looks: list[dict] | None = None) -> list[Job]:
+    """The jobs of the seeds planned now: spec.seeds, or with a sequential design (spec.answer) the
+    waves its looks have released so far (answer.py)."""
+    return Planner(spec, answer.seeds(spec, looks)).plan()
 
 
 def validated(body: dict, parent: str | None, what: str) -> contract.Job:
@@ -279,8 +286,7 @@ def topological(jobs: list[Job]) -> list[Job]:
 def job_json(job: Job, output: str, parent_dir: str | None, *, experiment: str, metrics_port: int = 0,
              checkpoint_every_steps: int = 500, cache_dir: str = "") -> dict:
     """The trainer's job.json for one planned job, once the executor knows the paths."""
-    body = dict(job.body)
-    body.update(experiment=experiment, output=output, parent=parent_dir, metricsPort=metrics_port,
-                checkpointEverySteps=checkpoint_every_steps, cacheDir=cache_dir)
-    return body
+    return contract.dump(job.job.model_copy(update={
+        "experiment": experiment, "output": output, "parent": parent_dir, "metrics_port": metrics_port,
+        "checkpoint_every_steps": checkpoint_every_steps, "cache_dir": cache_dir}))
 

@@ -101,6 +101,10 @@ class Storage(_Model):
 class Retries(_Model):
     limit: int = Field(3, ge=0, le=100, description="Retries of a failed job before its run is Failed.")
     backoff_seconds: int = Field(60, ge=0, le=86400, description="First retry delay; doubles each time.")
+    preemption_limit: int = Field(20, ge=0, le=10000, description="Preemptions of one job (a SIGTERM, a drain, "
+                                  "an eviction, a pod replaced in place) resumed without spending a retry; past "
+                                  "it a preemption counts as a failure (reason PreemptionLimit). After the first "
+                                  "of several in a row the job waits backoffSeconds, doubling, before resuming.")
 
 
 class Toleration(_Model):
@@ -133,6 +137,25 @@ class Scheduling(_Model):
         "checkpoints every checkpointEverySteps remain the fallback.")
 
 
+DEFAULT_SEEDS = [1, 2, 3]
+
+
+class Answer(_Model):
+    """Sequential seeds (docs/statistics.md, "The answer, decided"): the first wave of seeds runs, then
+    after every wave the experiment looks at each dense-vs-MoE comparison and adds seeds only while some
+    comparison is neither decided (its interval excludes 0, after the adjustment for all the claims and
+    looks) nor as precise as asked. Seeds are numbered 1 to maxSeeds; intervals and claims are adjusted
+    for the looks (error spending), so stopping early costs no validity."""
+    target_half_width: float = Field(..., gt=0, le=50, description="Points: a comparison whose 95% interval "
+                                     "(adjusted for the looks) is this narrow is answered even if it includes 0.")
+    first_seeds: int = Field(3, ge=2, le=16, description="Seeds of the first wave (2 gives a first look with one "
+                             "degree of freedom: 3 is the least that can stop early).")
+    seeds_per_look: int = Field(1, ge=1, le=16, description="Seeds added after a look that leaves a comparison "
+                                "open.")
+    max_seeds: int = Field(10, ge=2, le=16, description="The budget: no look adds seeds past it, and the error "
+                           "is spent by then.")
+
+
 class ExperimentSpec(_Model):
     """Does English intermediate-task training help zero-shot XNLI equally for dense and MoE backbones?"""
     image: str = Field("", max_length=512, description="Trainer image (empty: the operator's default, the "
@@ -150,7 +173,9 @@ class ExperimentSpec(_Model):
     baseline: bool = Field(True, description="Also run each backbone with no intermediate task.")
     mlm_mix: MlmMixSpec | None = Field(None, description=MlmMix.__doc__)
     target: Target = Field(default_factory=Target)
-    seeds: list[int] = Field([1, 2, 3], min_length=1, max_length=16, description="Seeds; one run per seed.")
+    seeds: list[int] | None = Field(None, min_length=1, max_length=16, description="Seeds; one run per seed "
+                                    f"(default {DEFAULT_SEEDS}). Leave out with answer, which numbers them.")
+    answer: Answer | None = Field(None, description=Answer.__doc__)
     training: Training = Field(default_factory=Training)
     deepspeed: DeepSpeed = Field(default_factory=DeepSpeed)
     storage: Storage = Field(default_factory=Storage)
@@ -215,6 +240,15 @@ RULES: list[tuple[str, str, str]] = [
     ("", "!has(self.mlmMix) || size(self.intermediateTasks) > 0",
      "spec.mlmMix: the ablation mixes masked-LM into intermediate training; list intermediateTasks or drop mlmMix"),
     ("seeds", "self.all(s, self.exists_one(t, t == s))", "spec.seeds: seeds must be unique"),
+    ("", "!has(self.answer) || !has(self.seeds)",
+     "spec.seeds: with spec.answer the seeds are numbered 1 to answer.maxSeeds and added in waves; remove seeds"),
+    ("", "!has(self.answer) || self.answer.firstSeeds <= self.answer.maxSeeds",
+     "spec.answer.firstSeeds cannot exceed answer.maxSeeds"),
+    ("", "!has(self.answer) || (self.baseline && size(self.intermediateTasks) > 0 && "
+         "self.backbones.exists(b, has(b.architecture) && b.architecture == 'moe') && "
+         "self.backbones.exists(b, !has(b.architecture) || b.architecture == 'dense'))",
+     "spec.answer: the sequential design answers the dense-vs-MoE question, so it needs a dense and an MoE "
+     "backbone, baseline: true and at least one intermediate task; or remove answer and list seeds"),
     ("intermediateTasks", "self.all(s, self.exists_one(t, t == s))",
      "spec.intermediateTasks: tasks must be unique"),
 ]

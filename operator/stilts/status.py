@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+from . import answer
 from .plan import Job
 from .reconcile import TERMINAL, counts, phase
 
@@ -55,14 +56,16 @@ def _short(text: str, length: int = MESSAGE_LENGTH) -> str:
     return text if len(text) <= length else text[:length - 1] + "…"
 
 
-def summarize(jobs: list[Job], records: dict, previous: dict, generation: int, now: float) -> dict:
+def summarize(jobs: list[Job], records: dict, previous: dict, generation: int, now: float,
+              design=None, looks: list[dict] | None = None) -> dict:
     c = counts(records)
     total = len(jobs)
     by_hash = {j.hash: j for j in jobs}
     failed = [(by_hash[h], r) for h, r in records.items() if r["state"] == "Failed"]
     waiting = [(by_hash[h], r) for h, r in records.items() if r["state"] in ("Starting", "Queued")]
     waiting.sort(key=lambda item: item[1].get("since", now))
-    current = phase(records)
+    looks = looks or []
+    current = phase(records, answering=design is not None and not answer.stopped(looks))
     parts = []
     if failed:
         job, rec = failed[0]
@@ -75,8 +78,13 @@ def summarize(jobs: list[Job], records: dict, previous: dict, generation: int, n
         parts.append(f"{c['Queued']} queued")
     if c["Backoff"]:
         parts.append(f"{c['Backoff']} waiting to retry")
+    answered = answer.status(design, looks)
+    if answered and current == "Running" and not parts:
+        parts.append(f"{c['Running']} running, {answered['summary']}")
     message = _short("; ".join(parts)) or {"Succeeded": "all jobs succeeded", "Pending": "starting"}.get(
         current, f"{c['Running']} running")
+    if answered and current == "Succeeded":
+        message = f"answered: {answered['summary']}"
     blocked = c["Blocked"]
     wanted = [
         {"type": "Ready", "status": "True" if current == "Succeeded" else "False",
@@ -106,6 +114,7 @@ def summarize(jobs: list[Job], records: dict, previous: dict, generation: int, n
                         for j, r in waiting[:MAX_LISTED]],
         "observedGeneration": generation,
         "conditions": conditions(wanted, previous.get("conditions"), generation, now),
+        **({"answer": answered} if answered else {}),
     }
 
 

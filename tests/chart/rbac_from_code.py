@@ -15,6 +15,7 @@ SOURCE = REPO / "operator" / "stilts" / "operator.py"
 VERBS = {"create": "create", "read": "get", "get": "get", "list": "list", "patch": "patch", "delete": "delete",
          "replace": "update"}
 CORE_PLURALS = {"config_map": "configmaps", "persistent_volume_claim": "persistentvolumeclaims", "pod": "pods",
+                "pod_log": "pods/log",
                 "event": "events", "secret": "secrets", "service": "services"}
 # kopf keeps handler progress on the object: handlers of create/update/resume patch it.
 PATCHING_HANDLERS = {"create", "update", "resume", "delete", "timer"}

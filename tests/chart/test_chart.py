@@ -204,3 +204,40 @@ def test_the_operator_gets_the_trainer_image_and_the_policy():
     env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["STILTS_TRAINER_IMAGE"] == "registry.example.com/ml/stilts-trainer:0.1.0"
     assert json.loads(env["STILTS_POLICY"])["allowedImagePrefixes"] == ["registry.example.com/ml/"]
+
+
+def test_the_trainjob_grace_period_has_one_default_and_one_shutdown_formula():
+    """The grace period's default is spec.py's (the chart's value must agree), and torchrun's shutdown
+    timeout is computed in one place (stilts_contract.names.shutdown_timeout): the runtime does not compute
+    it, the operator gets the runtime's grace and writes the timeout into each TrainJob."""
+    from stilts import manifests
+    from stilts.backends import trainjob
+    from stilts.plan import plan
+    from stilts.spec import TERMINATION_GRACE_SECONDS, parse_spec
+    from stilts_contract.names import shutdown_timeout
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["trainjobTerminationGracePeriodSeconds"] == TERMINATION_GRACE_SECONDS
+    docs = render("trainjob")
+    runtime = next(d for d in docs if d["kind"] == "ClusterTrainingRuntime")
+    assert "TORCH_ELASTIC_SHUTDOWN_TIMEOUT" not in json.dumps(runtime)
+    operator = next(d for d in docs if d["kind"] == "Deployment")
+    env = {e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["STILTS_TRAINJOB_GRACE_SECONDS"] == str(TERMINATION_GRACE_SECONDS)
+    spec = parse_spec({"dataSource": "synthetic", "seeds": [1], "intermediateTasks": [],
+                       "backbones": [{"name": "d", "model": "stilts/tiny-xlmr", "gpusPerWorker": 0}]})
+    exp = {"metadata": {"name": "e", "namespace": "n", "uid": "u"}, "spec": {}}
+    job = plan(spec)[-1]
+    template = manifests.pod_template(exp, spec, job, 1, "c", trainjob.REPLICATED_JOB, "img")
+    import os
+    os.environ["STILTS_TRAINJOB_GRACE_SECONDS"] = "600"
+    try:
+        child = trainjob.manifest(exp, job, 1, "c", template, manifests.metadata(exp, "c", job, 1))
+        assert {"name": "TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "value": str(shutdown_timeout(600))} in \
+            child["spec"]["trainer"]["env"]
+        assert trainjob.unsupported(spec) == [], "a spec that leaves the grace out takes the runtime's"
+        explicit = parse_spec({**json.loads(json.dumps(spec.model_dump(by_alias=True, exclude_none=True))),
+                               "scheduling": {"terminationGracePeriodSeconds": 120}})
+        assert "trainjobTerminationGracePeriodSeconds to 120" in trainjob.unsupported(explicit)[0]
+    finally:
+        del os.environ["STILTS_TRAINJOB_GRACE_SECONDS"]

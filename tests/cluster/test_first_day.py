@@ -134,10 +134,12 @@ def test_the_readme_quickstart_runs_the_paper_example_to_succeeded(control_plane
         assert pod["spec"]["automountServiceAccountToken"] is False
         assert not any(v.get("projected") or v.get("secret") for v in pod["spec"]["volumes"])
         assert pod["spec"]["containers"][0]["image"] == chart["env"]["STILTS_TRAINER_IMAGE"]
-    # kubectl get tx: phase, done/total, running, waiting, failed, age, message.
+    # kubectl get tx: phase, done/total, running, waiting, failed, a sequential design's seeds and answer
+    # (empty for this fixed design), age, message.
     table = kubectl(control_plane, "get", "tx", name, "-n", restricted)
     header = table.splitlines()[0].split()
-    assert header == ["NAME", "PHASE", "DONE", "RUNNING", "WAITING", "FAILED", "AGE", "MESSAGE"], table
+    assert header == ["NAME", "PHASE", "DONE", "RUNNING", "WAITING", "FAILED", "SEEDS", "ANSWER", "AGE",
+                      "MESSAGE"], table
     assert f"{len(seen.jobs)}/{len(seen.jobs)}" in table
     # The object stays small at paper scale: records and results live in their ConfigMaps.
     obj = get(control_plane, restricted, name)

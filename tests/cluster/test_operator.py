@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from kubernetes import client
@@ -107,7 +109,7 @@ class PodDriver:
 
     def __init__(self, plane, simulator, namespace, fail: dict[str, int] | None = None, exit_code: int = 1,
                  hold: set[str] | None = None, backend: str = "pytorchjob",
-                 message: str = "stilts_trainer: error: simulated failure", node: str = ""):
+                 message: str = "stilts_trainer: error: simulated failure", node: str = "", world: bool = False):
         from stilts import backends
         self.custom = client.CustomObjectsApi(plane.api_client())
         self.sim, self.namespace = simulator, namespace
@@ -124,6 +126,17 @@ class PodDriver:
         self.finished: dict[str, float] = {}
         self.max_active = 0
         self.order: list[str] = []
+        self.world = world  # summaries from tests/operator/world_trainer.py, as a local run of it gives
+        self.phases_done: Counter = Counter()  # children whose leader succeeded, by phase
+
+    def own(self, pod: dict, child: str, now: float, done: dict) -> bool:
+        """A subclass that runs some pods itself handles them here (True: nothing more to do)."""
+        return False
+
+    def job_json(self, child: str) -> dict:
+        """What the trainer of this child would read: its ConfigMap's job.json."""
+        cm = self.sim.core.read_namespaced_config_map(child, self.namespace)
+        return json.loads(cm.data["job.json"])
 
     def jobs(self):
         b = self.backend
@@ -149,6 +162,8 @@ class PodDriver:
             labels = pod["metadata"]["labels"]
             child = labels.get(self.child_label)
             phase_now = (pod.get("status") or {}).get("phase")
+            if self.own(pod, child, now, done):
+                continue
             if phase_now in ("Succeeded", "Failed"):
                 if pod["metadata"].get("deletionTimestamp") and pod["spec"].get("nodeName"):
                     self._remove(pod)  # the kubelet's last word on a pod being deleted
@@ -185,13 +200,17 @@ class PodDriver:
                         done[child] = now
                 continue
             summary = {"phase": phase, "jobHash": labels["stilts.dev/job-hash"]}
-            if phase == "evaluate":
+            if self.world and leader:
+                from tests.operator import world_trainer
+                summary = world_trainer.outcome(self.job_json(child))[0]
+            elif phase == "evaluate":
                 acc = 0.7 if labels["stilts.dev/task"] == "none" else 0.75
                 summary["test"] = {"en": acc, "de": acc - 0.2}
                 summary["testItems"] = 1000
             self.sim.finish(pod, 0, json.dumps(summary))
             if leader:
                 done[child] = now
+                self.phases_done[phase] += 1
         self.finished.update(done)
 
     def _terminate(self, pod: dict, phase_now: str, now: float) -> None:
@@ -666,3 +685,227 @@ def test_stilts_logs_reads_the_live_leader_then_the_volume_once_the_pods_are_gon
     assert out == volume[path], "every attempt's log, the failed one included"
     assert not [p for p in pod_simulator.pods(namespace, "app.kubernetes.io/managed-by")
                 if p["metadata"]["name"].startswith("stilts-read-")], "the reading pod is deleted"
+
+
+SEQUENTIAL = {"dataSource": "synthetic", "intermediateTasks": ["anli", "qqp"], "baseline": True,
+              "maxConcurrentJobs": 16, "retries": {"limit": 3, "backoffSeconds": 1}, "storage": {"size": "1Gi"},
+              "target": {"languages": ["de", "en", "sw"]},
+              "answer": {"targetHalfWidth": 3, "firstSeeds": 3, "seedsPerLook": 1, "maxSeeds": 8},
+              "backbones": [{"name": "dense", "model": "stilts/tiny-xlmr", "gpusPerWorker": 0},
+                            {"name": "moe", "model": "stilts/tiny-xlmr", "architecture": "moe", "gpusPerWorker": 0,
+                             "moe": {"experts": 4, "expertParallelSize": 1}}]}
+
+
+def test_a_sequential_experiment_adds_seeds_after_its_first_look_and_decides_as_the_local_run(
+        control_plane, training_operator, pod_simulator, namespace, tmp_path):
+    """spec.answer on the cluster: the first wave's seeds, a look once its evaluate jobs end, the next
+    wave's jobs, until every comparison is answered. The operator is SIGKILLed around the first looks
+    (as the last evaluate job of a wave ends, and moments later) and restarted: no look is skipped or
+    taken twice, and the looks, decisions and intervals are those of a local run of the same spec. Both
+    run tests/operator/world_trainer.py's world; on the cluster a fake kubelet serves each job's log, so
+    the per-item results come home as they do from real pods, and the cluster report is as sharp as the
+    local one."""
+    from stilts import local, report as reports
+    from stilts.spec import parse_experiment
+    from tests.operator import world_trainer
+    from .harness import FakeKubelet
+
+    doc = experiment(**{k: v for k, v in SEQUENTIAL.items()})
+    doc["spec"].pop("seeds", None)
+    ex = local.LocalExecutor(parse_experiment(doc), root=tmp_path / "runs", echo=False)
+    ex.trainer = [sys.executable, str(Path(world_trainer.__file__))]
+    assert ex.run(poll_seconds=0.01)
+    assert len(ex.looks) >= 2 and ex.looks[0]["decision"] == "continue", "the world needs more than one wave"
+    local_report = reports.build(reports.from_directory(ex.dir))
+
+    driver = PodDriver(control_plane, pod_simulator, namespace, world=True, node=FakeKubelet.NODE)
+
+    def printed(ns, pod_name):
+        pod = pod_simulator.core.read_namespaced_pod(pod_name, ns)
+        return world_trainer.log(driver.job_json(pod.metadata.labels[driver.child_label]))
+    kubelet = FakeKubelet(control_plane, printed)
+    op = Operator(control_plane).start()
+    kills = 0
+    try:
+        create(control_plane, namespace, doc)
+
+        per_seed = sum(1 for j in ex.jobs if j.phase == "evaluate" and j.seed == 1)
+        for look, delay in zip(ex.looks, (0.0, 0.4, 0.0)):  # kill as a wave's last evaluate ends, and after
+            deadline = time.time() + 300
+            while driver.phases_done["evaluate"] < look["seeds"] * per_seed and time.time() < deadline:
+                driver.step()
+                time.sleep(0.2)
+            time.sleep(delay)
+            op.kill()
+            kills += 1
+            op = Operator(control_plane).start()
+            driver.run_until(lambda: len(stored(control_plane, namespace).looks) >= look["look"], timeout=120)
+        driver.run_until(phase_is(control_plane, namespace, "Succeeded"), timeout=300)
+    finally:
+        op.stop()
+        kubelet.stop()
+    assert kills >= 2, "the operator was killed around the looks"
+    seen = stored(control_plane, namespace)
+    cluster = [(look["look"], look["seeds"], look["decision"]) for look in seen.looks]
+    assert cluster == [(look["look"], look["seeds"], look["decision"]) for look in ex.looks], \
+        "the same looks as the local run: none skipped, none repeated"
+    def figures(look):
+        return {(key, field): value for key, c in look["comparisons"].items() for field, value in c.items()}
+    for mine, theirs in zip(seen.looks, ex.looks):
+        assert figures(mine) == pytest.approx(figures(theirs)), "the same figures at every look"
+    assert events(control_plane, namespace).count("Look") == len(ex.looks), "one event per look"
+    status = get(control_plane, namespace)["status"]
+    assert status["answer"]["decision"] == ex.looks[-1]["decision"] and status["answer"]["seeds"] == ex.looks[-1]["seeds"]
+    assert len(seen.items) == sum(1 for j in seen.jobs if j.phase == "evaluate"), "every run's items came home"
+    remote = reports.build(reports.from_cluster(seen))
+    assert remote["itemsMissing"] == 0
+    for key, c in local_report["answer"]["comparisons"].items():
+        mine = remote["answer"]["comparisons"][key]
+        assert (mine["low"], mine["high"], mine["decided"]) == pytest.approx((c["low"], c["high"], c["decided"])), \
+            "the cluster report is as sharp as the local one"
+
+
+class RealTrainerDriver(PodDriver):
+    """Plays the kubelet with real trainer processes for the pods of `phases`: a pod that runs starts
+    `python -m stilts_trainer.launch` on its job.json (the volume's paths moved under `root`); a pod being
+    deleted (an eviction) gets SIGTERM, as a kubelet sends it to the pod's first process, and ends with the
+    process's real exit code and termination message. Other pods are simulated as PodDriver does."""
+
+    def __init__(self, *args, phases: tuple[str, ...], root: Path, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.phases, self.root = phases, root
+        self.processes: dict[str, subprocess.Popen] = {}  # pod uid -> its trainer
+        self.missing: dict[str, int] = {}                  # pod uid -> steps its pod was not listed
+        self.exits: list[tuple[str, int]] = []            # (job label, exit code) of every trainer that ended
+
+    def _paths(self, job: dict) -> dict:
+        moved = lambda path: path and str(self.root / Path(path).name)  # noqa: E731
+        return {**job, "output": moved(job["output"]), "parent": moved(job.get("parent")),
+                "cacheDir": str(self.root / "cache"), "metricsPort": 0}
+
+    def step(self):
+        super().step()
+        live = {p["metadata"]["uid"] for p in self.sim.pods(self.namespace, "stilts.dev/experiment")}
+        for uid, process in list(self.processes.items()):  # a pod removed under its trainer: it ends with it
+            if uid not in live and process.poll() is None:
+                self.missing[uid] = self.missing.get(uid, 0) + 1
+                if self.missing[uid] >= 3:  # not a list that raced the pod's creation
+                    process.send_signal(signal.SIGTERM)
+                    self.exits.append(("gone", process.wait()))
+                    del self.processes[uid]
+
+    def own(self, pod: dict, child: str, now: float, done: dict) -> bool:
+        labels = pod["metadata"]["labels"]
+        if labels.get("stilts.dev/phase") not in self.phases:
+            return False
+        uid, phase_now = pod["metadata"]["uid"], (pod.get("status") or {}).get("phase")
+        process = self.processes.get(uid)
+        if phase_now in ("Succeeded", "Failed"):
+            if pod["metadata"].get("deletionTimestamp"):
+                self._remove(pod)
+            return True
+        if process is None:
+            if pod["metadata"].get("deletionTimestamp"):
+                self._remove(pod)
+            elif phase_now != "Running":
+                self.sim.run(pod)
+            else:
+                job = self._paths(self.job_json(child))
+                path = self.root / f"{uid}.json"
+                path.write_text(json.dumps(job))
+                (self.root / f"{uid}.msg").touch()  # as the kubelet mounts /dev/termination-log
+                self.processes[uid] = subprocess.Popen(
+                    [sys.executable, "-m", "stilts_trainer.launch", "--standalone", "--nproc-per-node", "1",
+                     "-m", "stilts_trainer", "--job", str(path)], stdout=open(self.root / f"{uid}.log", "w"),
+                    stderr=subprocess.STDOUT, start_new_session=True,
+                    env={**os.environ, "OMP_NUM_THREADS": "1", "STILTS_TERMINATION_LOG": str(self.root / f"{uid}.msg"),
+                         "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "60"})
+            return True
+        if pod["metadata"].get("deletionTimestamp") and uid not in self.terminating:
+            self.terminating[uid] = now
+            process.send_signal(signal.SIGTERM)  # the kubelet's: to the pod's first process, the launcher
+        code = process.poll()
+        if code is not None:
+            message = (self.root / f"{uid}.msg").read_text() if (self.root / f"{uid}.msg").is_file() else ""
+            self.exits.append((f"{labels['stilts.dev/backbone']}-{labels['stilts.dev/phase']}", code))
+            del self.processes[uid]
+            self.sim.finish(pod, code, message)
+            if self.backend.is_leader(pod):
+                done[child] = now
+                if code == 0:
+                    self.phases_done[labels["stilts.dev/phase"]] += 1
+        return True
+
+    def training(self, uid: str) -> bool:
+        """Whether this pod's trainer is in its training loop (it has logged a step)."""
+        log = self.root / f"{uid}.log"
+        return log.is_file() and re.search(r"INFO step \d+/", log.read_text(errors="replace")) is not None
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_real_trainers_evicted_past_the_bound_and_a_killed_worker_are_recorded_as_they_happened(
+        control_plane, training_operator, pod_simulator, namespace, tmp_path):
+    """The pretrain job runs as a real trainer process per pod; the test evicts its pod three times (the
+    kubelet's SIGTERM reaches the real launcher: it commits a checkpoint and exits 3), past
+    preemptionLimit 2: the first two are preemptions, resumed without a retry, the third a failure named
+    PreemptionLimit that spends the one retry. Then a worker of the next attempt is SIGKILLed (the real
+    launcher exits 1: a counted failure, though it was not signalled), and the attempt after it resumes from
+    the checkpoint and finishes. The operator's records and events say exactly that."""
+    import psutil
+
+    spec = experiment(backbones=SPEC["backbones"][:1], intermediateTasks=[],
+                      retries={"limit": 3, "backoffSeconds": 1, "preemptionLimit": 2},
+                      training={"pretrain": {"maxSteps": 200, "batchSize": 16, "microBatchSize": 16,
+                                             "maxSeqLength": 32}})
+    create(control_plane, namespace, spec)
+    core = client.CoreV1Api(control_plane.api_client())
+    node = f"real-{namespace}"[:63]
+    core.create_node({"metadata": {"name": node}})
+    driver = RealTrainerDriver(control_plane, pod_simulator, namespace, node=node, phases=("pretrain",),
+                               root=tmp_path)
+    op = Operator(control_plane).start()
+    evictions, killed = 0, 0
+    try:
+        def next_disruption() -> bool:
+            nonlocal evictions, killed
+            for pod in pod_simulator.pods(namespace, "stilts.dev/phase=pretrain"):
+                uid = pod["metadata"]["uid"]
+                if uid not in driver.processes or driver.processes[uid].poll() is not None \
+                        or pod["metadata"].get("deletionTimestamp") or not driver.training(uid):
+                    continue
+                if evictions < 3:
+                    core.create_namespaced_pod_eviction(pod["metadata"]["name"], namespace, {
+                        "apiVersion": "policy/v1", "kind": "Eviction",
+                        "metadata": {"name": pod["metadata"]["name"], "namespace": namespace}})
+                    evictions += 1
+                elif not killed:
+                    workers = psutil.Process(driver.processes[uid].pid).children(recursive=True)
+                    for worker in workers:
+                        worker.kill()
+                    killed = len(workers)
+            return killed > 0 and phase_is(control_plane, namespace, "Succeeded", "Failed")()
+        driver.run_until(next_disruption, timeout=900)
+    finally:
+        driver.stop()
+        op.stop()
+    status = get(control_plane, namespace)["status"]
+    assert status["phase"] == "Succeeded", status.get("message")
+    codes = [code for label, code in driver.exits]
+    assert codes[-2:] == [1, 0] and set(codes[:-2]) == {3} and len(codes) >= 5, driver.exits
+    stopped = len(codes) - 2  # evicted attempts: each real launcher exited 3
+    seen = stored(control_plane, namespace)
+    pretrain = next(seen.records[j.hash] for j in seen.jobs if j.phase == "pretrain")
+    assert (pretrain["attempts"], pretrain["preemptions"]) == (len(codes), 2), pretrain
+    found = events(control_plane, namespace)
+    assert found.count("JobPreempted") == 2 and found.count("JobRetrying") == stopped - 2 + 1, found
+    messages = [e.message for e in core.list_namespaced_event(namespace).items if e.reason == "JobRetrying"]
+    assert sum("PreemptionLimit" in m and "past spec.retries.preemptionLimit (2)" in m for m in messages) == \
+        stopped - 2, messages
+    assert sum("Exit1" in m for m in messages) == 1, messages
+    logs = "".join(p.read_text() for p in tmp_path.glob("*.log"))
+    assert logs.count("resumed at step") >= 3, "attempts after a committed checkpoint resumed from it"

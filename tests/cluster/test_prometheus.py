@@ -18,7 +18,7 @@ from tests.chart.test_chart import CHART
 from tests.conftest import job_body
 
 from .harness import free_port, start, wait_until
-from .test_operator import SPEC, Operator, PodDriver, create, experiment, phase_is
+from .test_operator import SEQUENTIAL, Operator, PodDriver, create, experiment, phase_is
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 PROMETHEUS = shutil.which("prometheus")
@@ -38,12 +38,20 @@ def test_every_dashboard_query_returns_data(control_plane, training_operator, po
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
+    from .harness import FakeKubelet
+    from tests.operator import world_trainer
+
     op = Operator(control_plane).start()
-    trainer = None
+    trainer = kubelet = None
     try:
-        create(control_plane, namespace, experiment(backbones=SPEC["backbones"][:1]))
-        driver = PodDriver(control_plane, pod_simulator, namespace)
-        driver.run_until(phase_is(control_plane, namespace, "Succeeded"))
+        # A sequential experiment (the answer panels), its pods' logs served so that its looks are sharp.
+        doc = experiment(**SEQUENTIAL)
+        doc["spec"].pop("seeds", None)
+        create(control_plane, namespace, doc)
+        driver = PodDriver(control_plane, pod_simulator, namespace, world=True, node=FakeKubelet.NODE)
+        kubelet = FakeKubelet(control_plane, lambda ns, pod: world_trainer.log(driver.job_json(
+            pod_simulator.core.read_namespaced_pod(pod, ns).metadata.labels[driver.child_label])))
+        driver.run_until(phase_is(control_plane, namespace, "Succeeded"), timeout=600)
 
         # A real trainer process serving its metrics: an MoE target job of the same experiment.
         trainer_port = free_port()
@@ -84,9 +92,13 @@ def test_every_dashboard_query_returns_data(control_plane, training_operator, po
                     empty.append(f"{panel['title']}: {expr}")
         assert not empty, "dashboard queries without data:\n" + "\n".join(empty)
         gains = query(prom_port, 'stilts_xnli_gain{experiment="exp"}')
-        assert {g["metric"]["language"] for g in gains} == {"en", "de"}
+        assert {g["metric"]["language"] for g in gains} == set(world_trainer.LANGUAGES)
+        widths = query(prom_port, 'stilts_answer_half_width_points{experiment="exp"}')
+        assert {w["metric"]["comparison"] for w in widths} == {"moe-vs-dense/anli", "moe-vs-dense/qqp"}
     finally:
         if trainer:
             trainer.kill()
             trainer.wait()
+        if kubelet:
+            kubelet.stop()
         op.stop()

@@ -32,33 +32,43 @@ REGIMES = {"seed noise large": dict(item=1.0, item_lang=0.5, item_arm=0.3, run=0
 ARMS = [("dense", "none"), ("dense", "mnli"), ("moe", "none"), ("moe", "mnli")]
 
 
-def thetas(effect: bool) -> dict:
-    """Probit-scale ability per arm and language. Both backbones gain 0.1 from the task; with `effect`, MoE
-    gains 0.6 on the first five languages (an interaction there, about 12 points, and 3 on the average;
-    none elsewhere)."""
-    base = np.linspace(1.2, 0.2, len(LANGS))
-    extra = np.where(np.arange(len(LANGS)) < 5, 0.5, 0.0) if effect else np.zeros(len(LANGS))
-    return {("dense", "none"): base, ("dense", "mnli"): base + 0.1,
-            ("moe", "none"): base, ("moe", "mnli"): base + 0.1 + extra}
+def thetas(effect: bool, tasks: tuple[str, ...] = ("mnli",), size: float | tuple = 0.5) -> dict:
+    """Probit-scale ability per arm and language. Both backbones gain 0.1 from each task; with `effect`,
+    MoE gains `size` more from the first task on the first five languages (an interaction there, about 12
+    points at 0.5, and 3 on the average; none elsewhere, and none for the other tasks). A tuple of sizes
+    plants one per task."""
+    sizes = size if isinstance(size, tuple) else (size,) + (0.0,) * (len(tasks) - 1)
+    first_five = np.arange(len(LANGS)) < 5
+    out = {("dense", "none"): np.linspace(1.2, 0.2, len(LANGS))}
+    out[("moe", "none")] = out[("dense", "none")]
+    for task, planted in zip(tasks, sizes):
+        out[("dense", task)] = out[("dense", "none")] + 0.1
+        out[("moe", task)] = out[("dense", "none")] + 0.1 + (np.where(first_five, planted, 0.0) if effect else 0.0)
+    return out
 
 
-def truths(effect: bool, sd: dict) -> dict:
+def truths(effect: bool, sd: dict, tasks: tuple[str, ...] = ("mnli",), size: float = 0.5) -> dict:
     scale = math.sqrt(1 + sum(v * v for v in sd.values()))
-    acc = {arm: norm.cdf(t / scale) for arm, t in thetas(effect).items()}
-    per_lang = acc[("moe", "mnli")] - acc[("moe", "none")] - acc[("dense", "mnli")] + acc[("dense", "none")]
-    return {"accuracy": {f"{b}/{t}": a.mean() for (b, t), a in acc.items()},
-            "gain": {f"{b}/mnli": (acc[(b, "mnli")] - acc[(b, "none")]).mean() for b in ("dense", "moe")},
-            "interaction": {**dict(zip(LANGS, per_lang)), report.AVG: per_lang.mean()}}
+    acc = {arm: norm.cdf(t / scale) for arm, t in thetas(effect, tasks, size).items()}
+    out = {"accuracy": {f"{b}/{t}": a.mean() for (b, t), a in acc.items()},
+           "gain": {f"{b}/{t}": (acc[(b, t)] - acc[(b, "none")]).mean() for b in ("dense", "moe") for t in tasks},
+           "interactions": {}}
+    for task in tasks:
+        per_lang = acc[("moe", task)] - acc[("moe", "none")] - acc[("dense", task)] + acc[("dense", "none")]
+        out["interactions"][f"moe-vs-dense/{task}"] = {**dict(zip(LANGS, per_lang)), report.AVG: per_lang.mean()}
+    out["interaction"] = out["interactions"][f"moe-vs-dense/{tasks[0]}"]
+    return out
 
 
-def replicate(rng: np.random.Generator, seeds: int, effect: bool, sd: dict) -> report.Inputs:
+def replicate(rng: np.random.Generator, seeds: int, effect: bool, sd: dict, tasks: tuple[str, ...] = ("mnli",),
+              size: float = 0.5, first_seed: int = 0) -> report.Inputs:
     n, langs = ITEMS, len(LANGS)
     item = rng.normal(0, sd["item"], n) + rng.normal(0, sd["item_lang"], (langs, n))
-    shared = {(b, s): rng.normal(0, sd["seed"]) for b in ("dense", "moe") for s in range(seeds)}
+    shared = {(b, s): rng.normal(0, sd["seed"]) for b in ("dense", "moe") for s in range(first_seed, first_seed + seeds)}
     runs = []
-    for (backbone, task), theta in thetas(effect).items():
+    for (backbone, task), theta in thetas(effect, tasks, size).items():
         arm_items = item + rng.normal(0, sd["item_arm"], n)
-        for s in range(seeds):
+        for s in range(first_seed, first_seed + seeds):
             latent = theta[:, None] + arm_items + shared[(backbone, s)] + rng.normal(0, sd["run"])
             right = (latent + rng.normal(0, 1, (langs, n)) > 0).astype(np.uint8)
             runs.append(report.Run(backbone=backbone, architecture=backbone, task=task, seed=s, model="m",
@@ -87,3 +97,83 @@ def simulate(seeds: int, effect: bool, sd: dict, replicates: int, rng_seed: int 
                  if abs(truth["interaction"][lang]) < 1e-12 or math.copysign(1, truth["interaction"][lang]) != sign]
         false_claims += bool(wrong)
     return {"coverage": {k: float(np.mean(v)) for k, v in hits.items()}, "familywise": false_claims / replicates}
+
+
+def simulate_sequential(design, effect: bool, sd: dict, replicates: int, rng_seed: int = 0,
+                        tasks: tuple[str, ...] = ("mnli", "qqp"), size: float = 0.5) -> dict:
+    """Replicates of a sequential design, run as the executors run it: each look through answer.take
+    (the report's own looks) on the seeds released so far, seeds added while it continues; then the final
+    report. Returns the coverage of every comparison's final interval (overall, and by the look it stopped
+    at), the share of replicates with any false claim, the mean seeds used, and why they stopped."""
+    from stilts import answer
+
+    rng = np.random.default_rng(rng_seed)
+    truth = truths(effect, sd, tasks, size)
+    covered, by_stop, seeds_used, reasons, false_claims = [], {}, [], {}, 0
+    for _ in range(replicates):
+        full = replicate(rng, design.max_seeds, effect, sd, tasks, size, first_seed=1)
+        looks: list[dict] = []
+        while not answer.stopped(looks):
+            released = answer.released(design, looks)
+            inputs = report.Inputs("sim", "simulation", [r for r in full.runs if r.seed <= released],
+                                   design=design, looks=list(looks))
+            looks.append(answer.take(inputs, 0.0))
+        final = report.build(report.Inputs("sim", "simulation", [r for r in full.runs if r.seed <= looks[-1]["seeds"]],
+                                           design=design, looks=looks), tables=False)
+        seeds_used.append(looks[-1]["seeds"])
+        reasons[looks[-1]["decision"]] = reasons.get(looks[-1]["decision"], 0) + 1
+        for key, c in final["answer"]["comparisons"].items():
+            hit = c["low"] <= truth["interactions"][key][report.AVG] <= c["high"]
+            covered.append(hit)
+            by_stop.setdefault(looks[-1]["seeds"], []).append(hit)
+        wrong = [(key, lang) for key, lang, sign in report.claims(final)
+                 if abs(truth["interactions"][key][lang]) < 1e-12
+                 or math.copysign(1, truth["interactions"][key][lang]) != sign]
+        false_claims += bool(wrong)
+    return {"coverage": float(np.mean(covered)), "familywise": false_claims / replicates,
+            "seeds": float(np.mean(seeds_used)), "reasons": {k: v / replicates for k, v in sorted(reasons.items())},
+            "coverageByStop": {k: (float(np.mean(v)), len(v)) for k, v in sorted(by_stop.items())},
+            "truth": {k: v[report.AVG] for k, v in truth["interactions"].items()}}
+
+
+def as_cluster(inputs: report.Inputs, items: bool = True) -> report.Inputs:
+    """The same runs as `stilts report tx/NAME` reads them: the operator's compact summaries and, with
+    `items`, the per-item results it brought home from the pods' logs (stilts_contract.items), through
+    report.from_cluster. Without them the report has accuracies and item counts only."""
+    from types import SimpleNamespace
+
+    from stilts_contract import items as contract_items
+
+    jobs, results, stored = [], {}, {}
+    for i, run in enumerate(inputs.runs):
+        h = f"{i:016x}"
+        labels = {"backbone": run.backbone, "intermediateTask": run.task, "seed": str(run.seed), "pretraining": ""}
+        backbone = SimpleNamespace(model_dump=lambda run=run: {"name": run.backbone, "architecture": run.architecture,
+                                                               "model": run.model})
+        jobs.append(SimpleNamespace(hash=h, phase="evaluate", backbone=run.backbone, seed=run.seed,
+                                    name=f"{run.backbone}-{run.task}-s{run.seed}-evaluate",
+                                    job=SimpleNamespace(labels=labels, backbone=backbone)))
+        encoded = contract_items.encode(run.correct)
+        results[h] = {"test": {lang: v["test"] for lang, v in run.accuracy.items()}, "testItems": ITEMS,
+                      "itemsDigest": contract_items.digest(encoded)}
+        if items:
+            stored[h] = encoded
+    seen = SimpleNamespace(name="sim", jobs=jobs, results=results, items=stored, records={})
+    return report.from_cluster(seen)
+
+
+def standard_errors(seeds: int, sd: dict, replicates: int, rng_seed: int = 0) -> dict:
+    """The interaction average's printed SE, local and cluster-shaped (with and without the per-item
+    results), against its true error: the SD of the estimate over replicates."""
+    rng = np.random.default_rng(rng_seed)
+    estimates, printed = [], {"local": [], "cluster": [], "cluster without items": []}
+    for _ in range(replicates):
+        inputs = replicate(rng, seeds, False, sd)
+        for kind, source in (("local", inputs), ("cluster", as_cluster(inputs)),
+                             ("cluster without items", as_cluster(inputs, items=False))):
+            paired = report.build(source)["interaction"]["moe-vs-dense/mnli"]["languages"][report.AVG]["paired"]
+            printed[kind].append(paired["se"])
+            if kind == "local":
+                estimates.append(paired["mean"])
+    true = float(np.std(estimates, ddof=1))
+    return {"true": true, **{kind: float(np.mean(v)) / true for kind, v in printed.items()}}

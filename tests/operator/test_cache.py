@@ -55,3 +55,18 @@ def test_slim_keeps_what_decisions_read_and_drops_pod_templates():
     assert child["spec"] == {"pytorchReplicaSpecs": {"Master": {"replicas": 1}}}
     assert child["metadata"]["labels"][LABEL_UID] == "u1" and "resourceVersion" not in child["metadata"]
     assert "spec" not in slim(PODS, obj("p"))
+
+
+def test_a_deleted_pods_last_state_is_kept_for_a_while():
+    """The operator reads why a child failed from its pods; a pod the kubelet removed right after its
+    trainer exited 3 is gone from the cache, but its last state (from the DELETED event) is kept."""
+    from stilts.cache import PODS, Cache
+    cache = Cache()
+    pod = {"metadata": {"name": "p", "labels": {"stilts.dev/experiment-uid": "u"}},
+           "status": {"containerStatuses": [{"name": "pytorch", "state": {"terminated": {"exitCode": 3}}}]}}
+    cache.apply(PODS, "ADDED", pod)
+    cache.apply(PODS, "DELETED", pod)
+    assert cache.list(PODS, "u") == []
+    assert cache.gone(PODS, "u")[0]["status"] == pod["status"]
+    cache.forget("u")
+    assert cache.gone(PODS, "u") == []

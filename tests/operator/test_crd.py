@@ -23,7 +23,7 @@ def test_schema_is_structural_and_documented():
     version = doc["spec"]["versions"][0]
     assert doc["spec"]["names"]["shortNames"] == ["tx"] and version["subresources"] == {"status": {}}
     assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Phase", "Done", "Running", "Waiting",
-                                                                         "Failed", "Age", "Message"]
+                                                                         "Failed", "Seeds", "Answer", "Age", "Message"]
     schema = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
     for path, node in walk(schema):
         assert "type" in node or node.get("x-kubernetes-preserve-unknown-fields"), path

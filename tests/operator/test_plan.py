@@ -101,19 +101,19 @@ def test_backbones_from_one_tiny_model_share_its_pretrain_and_moe_upcycles_from_
     pretrains = [j for j in jobs if j.phase == "pretrain"]
     assert len(pretrains) == 3
     dense_root = next(j for j in pretrains if j.parent is None)
-    upcycle = next(j for j in pretrains if j.body["backbone"]["architecture"] == "moe")
+    upcycle = next(j for j in pretrains if j.job.backbone.architecture == "moe")
     control = next(j for j in pretrains if j.backbone == "dense-cp50")
-    assert upcycle.parent == dense_root.hash and upcycle.body["hyperparameters"]["maxSteps"] == 50
+    assert upcycle.parent == dense_root.hash and upcycle.job.hyperparameters.max_steps == 50
     # The dense control continues pretraining from the same parent, on the same data, for the same steps.
-    assert control.parent == dense_root.hash and control.body["backbone"]["architecture"] == "dense"
-    assert control.body["hyperparameters"] == upcycle.body["hyperparameters"]
+    assert control.parent == dense_root.hash and control.job.backbone.architecture == "dense"
+    assert control.job.hyperparameters == upcycle.job.hyperparameters
     firsts = [j for j in jobs if j.phase in ("intermediate", "target") and j.parent in (dense_root.hash, upcycle.hash,
                                                                                         control.hash)]
     assert {j.backbone for j in firsts if j.parent == upcycle.hash} == {"moe"}
     assert {j.backbone for j in firsts if j.parent == control.hash} == {"dense-cp50"}
     assert {j.backbone for j in firsts if j.parent == dense_root.hash} == {"dense"}
     evaluate = next(j for j in jobs if j.phase == "evaluate" and j.backbone == "dense-cp50")
-    assert evaluate.body["labels"]["pretraining"] == "continued masked-LM, 50 steps"
+    assert evaluate.job.labels["pretraining"] == "continued masked-LM, 50 steps"
 
 
 def test_hub_experiments_prefetch_first_without_changing_hashes():
@@ -121,7 +121,8 @@ def test_hub_experiments_prefetch_first_without_changing_hashes():
            "seeds": [1]}
     jobs = P.plan(parse_spec(raw))
     assert jobs[0].phase == "prefetch"
-    assert jobs[0].body["prefetch"] == {"models": ["FacebookAI/xlm-roberta-large"], "tasks": ["mnli", "qqp", "xnli"]}
+    prefetch = jobs[0].job.prefetch
+    assert (prefetch.models, prefetch.tasks) == (["FacebookAI/xlm-roberta-large"], ["mnli", "qqp", "xnli"])
     assert all(jobs[0].hash in j.after for j in jobs[1:])
     more = copy.deepcopy(raw)
     more["intermediateTasks"].append("anli")
@@ -134,19 +135,17 @@ def test_task_specific_settings_reach_only_the_jobs_that_read_them():
            "intermediateTasks": ["anli", "squad", "ccg", "multitask"]}
     jobs = P.plan(parse_spec(raw))
     inter = {j.intermediate_task: j for j in jobs if j.phase == "intermediate"}
-    keys = {t: set(j.body["hyperparameters"]) & {"docStride", "multitaskTemperature", "multitaskCap"}
-            for t, j in inter.items()}
-    assert keys == {"anli": set(), "ccg": set(), "squad": {"docStride"},
-                    "multitask": {"docStride", "multitaskTemperature", "multitaskCap"}}
-    assert {t for t, j in inter.items() if "dataDir" in j.body} == {"ccg", "multitask"}
-    assert jobs[0].phase == "prefetch" and "dataDir" not in jobs[0].body, "local data holds up only its readers"
-    assert "ccg" not in jobs[0].body["prefetch"]["tasks"] and "squad" in jobs[0].body["prefetch"]["tasks"]
-    assert all("dataDir" not in j.body for j in jobs if j.phase in ("target", "evaluate"))
-    changed = copy.deepcopy(raw)
-    changed["training"] = {"intermediate": {"docStride": 64}}
-    moved = {j.intermediate_task for j in P.plan(parse_spec(changed))
-             if j.phase == "intermediate" and j.hash != inter[j.intermediate_task].hash}
-    assert moved == {"squad", "multitask"}, "a SQuAD setting reruns only the jobs that read it"
+    assert {t for t, j in inter.items() if j.job.data_dir} == {"ccg", "multitask"}
+    assert jobs[0].phase == "prefetch" and not jobs[0].job.data_dir, "local data holds up only its readers"
+    assert "ccg" not in jobs[0].job.prefetch.tasks and "squad" in jobs[0].job.prefetch.tasks
+    assert not any(j.job.data_dir for j in jobs if j.phase in ("target", "evaluate"))
+    for setting, value, readers in (("docStride", 64, {"squad", "multitask"}),
+                                    ("multitaskTemperature", 3.0, {"multitask"}), ("multitaskCap", 1000, {"multitask"})):
+        changed = copy.deepcopy(raw)
+        changed["training"] = {"intermediate": {setting: value}}
+        moved = {j.intermediate_task for j in P.plan(parse_spec(changed))
+                 if j.phase == "intermediate" and j.hash != inter[j.intermediate_task].hash}
+        assert moved == readers, f"{setting} reruns only the jobs that read it"
 
 
 @settings(max_examples=25, deadline=None)
@@ -173,9 +172,8 @@ def test_an_upgrade_reruns_nothing_and_new_settings_rerun_only_what_they_change(
               "dense-none-s1-target": "37341fb9b71b7ac6", "dense-none-s1-evaluate": "85bfc04ee2896b7d"}
     jobs = P.plan(parse_spec(raw))
     assert {j.name: j.hash for j in jobs} == before
-    # Still written into every training job: no job runs on a default the control plane never chose.
-    assert {j.phase for j in jobs if j.body["hyperparameters"].get("groupByLength") is False} == {
-        "pretrain", "intermediate", "target"}
+    # Every job's typed hyperparameters carry it, at the value that trains as that release did.
+    assert all(j.job.hyperparameters.group_by_length is False for j in jobs)
     grouped = copy.deepcopy(raw)
     grouped["training"] = {"target": {"groupByLength": True}}
     changed = {j.name for j in P.plan(parse_spec(grouped)) if before[j.name] != j.hash}
@@ -183,9 +181,9 @@ def test_an_upgrade_reruns_nothing_and_new_settings_rerun_only_what_they_change(
                        "dense-none-s1-evaluate"}
     # compileLayers (torch.compile per layer) came later too: off plans the hashes above; on changes the
     # arithmetic's rounding, so every job reruns.
-    assert all(j.body["deepspeed"]["compileLayers"] is False for j in jobs)
+    assert all(j.job.deepspeed.compile_layers is False for j in jobs)
     compiled = P.plan(parse_spec({**raw, "deepspeed": {"compileLayers": True}}))
-    assert all(before[j.name] != j.hash and j.body["deepspeed"]["compileLayers"] for j in compiled)
+    assert all(before[j.name] != j.hash and j.job.deepspeed.compile_layers for j in compiled)
 
 
 def test_the_mlm_ablation_is_its_own_arm_in_the_plan():
@@ -202,10 +200,10 @@ def test_the_mlm_ablation_is_its_own_arm_in_the_plan():
     ablation = [j for j in mixed if j.phase == "intermediate" and j.intermediate_task.endswith(MLM_ARM)]
     assert len(ablation) == 4
     for job in ablation:
-        assert job.body["task"] == job.intermediate_task.removesuffix(MLM_ARM)
-        assert job.body["mlmMix"]["weight"] == 0.25 and job.body["mlmMix"]["languages"] == ["en", "sw"]
-        assert job.body["labels"]["intermediateTask"] == job.intermediate_task
-    assert not any("mlmMix" in j.body for j in mixed if j.phase != "intermediate")
+        assert job.job.task == job.intermediate_task.removesuffix(MLM_ARM)
+        assert job.job.mlm_mix.weight == 0.25 and job.job.mlm_mix.languages == ["en", "sw"]
+        assert job.job.labels["intermediateTask"] == job.intermediate_task
+    assert not any(j.job.mlm_mix for j in mixed if j.phase != "intermediate")
 
 
 def test_the_mlm_ablation_needs_intermediate_tasks():

@@ -97,25 +97,92 @@ def test_a_permanent_failure_is_not_retried():
     assert any(reason == "JobFailed" and "permanent" in message for _, reason, message in d.events)
 
 
-def test_a_preempted_attempt_is_retried_at_once_without_spending_the_retry_budget():
+def test_a_preempted_attempt_is_retried_without_spending_the_retry_budget_backing_off_when_in_a_row():
+    """The first preemption resumes at once; more in a row wait backoffSeconds, doubling (a pod the kubelet
+    evicts for its own memory would otherwise come straight back to the same fate)."""
     spec, jobs = setup(retries={"limit": 0, "backoffSeconds": 600})
     records, pretrain = step(spec, jobs, {}, {}, 0).records, jobs[0]
-    for attempt in (1, 2, 3):  # preempted three times with no retries allowed: still resumed each time
+    now = 0.0
+    for attempt, delay in ((1, 0), (2, 600), (3, 1200)):  # preempted three times with no retries allowed
         child = name(pretrain.hash, attempt)
-        d = step(spec, jobs, records, {child: Observed("Failed", preempted=True, reason="Preempted")}, attempt)
+        now += 1
+        d = step(spec, jobs, records, {child: Observed("Failed", preempted=True, reason="Preempted")}, now)
         rec = d.records[pretrain.hash]
-        assert (rec["state"], rec["retryAfter"], rec["preemptions"]) == ("Backoff", attempt, attempt)
+        assert (rec["state"], rec["retryAfter"] - now, rec["preemptions"]) == ("Backoff", delay, attempt)
         assert any(reason == "JobPreempted" for _, reason, _ in d.events)
-        fenced = step(spec, jobs, d.records, {child: Observed("Terminating")}, attempt)
+        fenced = step(spec, jobs, d.records, {child: Observed("Terminating")}, now + delay)
         assert fenced.create == [] and fenced.delete == [child], "its pods go first"
-        d = step(spec, jobs, d.records, {}, attempt)
-        assert [(j.hash, n) for j, n in d.create] == [(pretrain.hash, attempt + 1)], "no backoff delay"
+        if delay:
+            assert step(spec, jobs, d.records, {}, now + delay - 1).create == [], "not before its delay"
+        now += delay
+        d = step(spec, jobs, d.records, {}, now)
+        assert [(j.hash, n) for j, n in d.create] == [(pretrain.hash, attempt + 1)]
         records = d.records
     d = step(spec, jobs, records, {name(pretrain.hash, 4): Observed("Failed", reason="Exit1", message="x")}, 9)
     assert d.records[pretrain.hash]["state"] == "Failed", "a real failure still meets the limit of 0 retries"
     bad = step(spec, jobs, records, {name(pretrain.hash, 4): Observed("Failed", permanent=True, preempted=True,
                                                                       reason="BadInput")}, 9)
     assert bad.records[pretrain.hash]["state"] == "Failed", "bad input is never retried"
+
+
+def test_every_attempts_wall_time_adds_to_the_jobs():
+    """What the answer cost counts retries and preemptions, not only the attempt that succeeded."""
+    spec, jobs = setup(retries={"limit": 2, "backoffSeconds": 0})
+    records, pretrain = step(spec, jobs, {}, {}, 0).records, jobs[0]
+    records = step(spec, jobs, records, {name(pretrain.hash, 1): Observed("Failed", reason="Exit1")}, 100).records
+    records = step(spec, jobs, records, {}, 100).records
+    done = step(spec, jobs, records, succeeded(jobs, records), 160).records
+    assert done[pretrain.hash]["seconds"] == 160.0
+
+
+def test_preemptions_past_the_limit_count_as_failures_and_say_so():
+    spec, jobs = setup(retries={"limit": 1, "backoffSeconds": 0, "preemptionLimit": 2})
+    records, pretrain = step(spec, jobs, {}, {}, 0).records, jobs[0]
+    for attempt in (1, 2, 3, 4):
+        d = step(spec, jobs, records, {name(pretrain.hash, attempt): Observed("Failed", preempted=True,
+                                                                              reason="TerminationByKubelet")}, attempt)
+        rec = d.records[pretrain.hash]
+        records = step(spec, jobs, d.records, {}, attempt).records
+        if attempt <= 2:
+            assert rec["preemptions"] == attempt and rec["state"] == "Backoff"
+        elif attempt == 3:
+            assert rec["state"] == "Backoff" and rec["reason"] == "PreemptionLimit", "the third spends the one retry"
+            assert "past spec.retries.preemptionLimit (2)" in rec["message"] and "TerminationByKubelet" in rec["message"]
+        else:
+            assert rec["state"] == "Failed" and rec["reason"] == "PreemptionLimit", "the fourth fails the job"
+
+
+def test_a_disruption_excuses_only_the_pods_it_took():
+    """Counted per pod, not per attempt: a pod seen going away makes the attempt's failure a preemption
+    when that pod is what failed (or nothing is left to tell), not when its replacement crashed."""
+    spec, jobs = setup(retries={"limit": 3, "backoffSeconds": 0})
+    records, pretrain = step(spec, jobs, {}, {}, 0).records, jobs[0]
+    child = name(pretrain.hash, 1)
+    running = step(spec, jobs, records, {child: Observed("Running", preempted=True, disrupted=("pod-a",))}, 1)
+    assert running.records[pretrain.hash]["disruptedPods"] == ["pod-a"]
+    crashed = step(spec, jobs, running.records, {child: Observed("Failed", reason="Exit1", failing=("pod-b",))}, 2)
+    rec = crashed.records[pretrain.hash]
+    assert rec["state"] == "Backoff" and rec.get("preemptions", 0) == 0, "its replacement's crash is a failure"
+    gone = step(spec, jobs, running.records, {child: Observed("Failed", reason="Failed")}, 2)
+    assert gone.records[pretrain.hash]["preemptions"] == 1, "the disrupted pod left nothing else to read"
+    own = step(spec, jobs, running.records, {child: Observed("Failed", reason="Exit137", failing=("pod-a",))}, 2)
+    assert own.records[pretrain.hash]["preemptions"] == 1
+    later = step(spec, jobs, gone.records, {}, 3)
+    assert "disruptedPods" not in later.records[pretrain.hash], "the next attempt starts with a clean slate"
+
+
+def test_pods_replaced_in_place_count_towards_the_preemption_limit():
+    """Trainer v2's runtime replaces a preempted pod in place: the operator never sees the attempt fail,
+    so it counts the replaced pods, and past the limit fails the attempt itself."""
+    spec, jobs = setup(retries={"limit": 0, "backoffSeconds": 0, "preemptionLimit": 2})
+    records, pretrain = step(spec, jobs, {}, {}, 0).records, jobs[0]
+    child = name(pretrain.hash, 1)
+    d = step(spec, jobs, records, {child: Observed("Running", replaced=2)}, 1)
+    assert d.records[pretrain.hash]["state"] == "Running" and d.delete == []
+    d = step(spec, jobs, d.records, {child: Observed("Running", replaced=3)}, 2)
+    rec = d.records[pretrain.hash]
+    assert rec["state"] == "Failed" and rec["reason"] == "PreemptionLimit" and d.delete == [child]
+    assert "3 pods replaced in place" in rec["message"]
 
 
 def test_success_needs_a_valid_summary_of_that_job():
@@ -220,7 +287,9 @@ def test_rearm_restarts_failed_and_blocked_jobs_and_keeps_finished_ones():
 
 
 @pytest.mark.parametrize("conditions, pods, expected", [
-    ([{"type": "Created", "status": "True"}], [{"status": {"phase": "Running"}}] * 2, "Running"),
+    ([{"type": "Created", "status": "True"}],
+     [{"metadata": {"labels": {"training.kubeflow.org/replica-type": t}}, "status": {"phase": "Running"}}
+      for t in ("master", "worker")], "Running"),
     ([{"type": "Created", "status": "True"}], [{"status": {"phase": "Pending"}}], "Pending"),
     ([{"type": "Suspended", "status": "True"}], [], "Queued"),
     ([{"type": "Running", "status": "False"}, {"type": "Succeeded", "status": "True"}], [], "Succeeded"),
@@ -232,13 +301,16 @@ def test_pytorchjob_states(conditions, pods, expected):
     assert pytorchjob.observe(child, pods).state == expected
 
 
-def _pod(master, phase, terminated=None, waiting=None, scheduled=True):
+def _pod(master, phase, terminated=None, waiting=None, scheduled=True, uid="", created=""):
     state = {"terminated": terminated} if terminated else {"waiting": waiting} if waiting else {"running": {}}
-    labels = {"training.kubeflow.org/replica-type": "master" if master else "worker"}
+    labels = {"training.kubeflow.org/replica-type": "master" if master else "worker",
+              "training.kubeflow.org/replica-index": "0"}
     conditions = [] if scheduled else [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                                         "message": "0/2 nodes are available"}]
-    return {"metadata": {"labels": labels}, "status": {"phase": phase, "conditions": conditions,
-                                                        "containerStatuses": [{"name": "pytorch", "state": state}]}}
+    return {"metadata": {"labels": labels, "uid": uid or f"{'m' if master else 'w'}-{phase}",
+                         "creationTimestamp": created},
+            "status": {"phase": phase, "conditions": conditions,
+                       "containerStatuses": [{"name": "pytorch", "state": state}]}}
 
 
 def test_pytorchjob_outcomes_read_the_leader_and_exit_codes():
@@ -254,6 +326,18 @@ def test_pytorchjob_outcomes_read_the_leader_and_exit_codes():
     # torchrun's other ranks fail after a preempted one: the preemption is what the attempt reports.
     seen = pytorchjob.observe(bad, [_pod(True, "Failed", {"exitCode": 1}), _pod(False, "Failed", {"exitCode": 3})])
     assert seen.preempted and not seen.permanent and seen.reason == "Preempted"
+    # A crash that came first decides, though its peers exited 3 when their controller stopped them after it.
+    crashed = _pod(True, "Failed", {"exitCode": 1, "finishedAt": "2026-01-01T00:00:01Z"})
+    stopped = _pod(False, "Failed", {"exitCode": 3, "finishedAt": "2026-01-01T00:00:09Z"})
+    seen = pytorchjob.observe(bad, [crashed, stopped])
+    assert not seen.preempted and seen.reason == "Exit1"
+    stopped["status"]["containerStatuses"][0]["state"]["terminated"]["finishedAt"] = "2026-01-01T00:00:00Z"
+    assert pytorchjob.observe(bad, [crashed, stopped]).preempted, "a preemption that came first is one"
+    # A pod replaced in place after its preemption is history: its successor's crash is what failed.
+    first = _pod(True, "Failed", {"exitCode": 3}, uid="m-1", created="2026-01-01T00:00:00Z")
+    second = _pod(True, "Failed", {"exitCode": 1, "message": "boom"}, uid="m-2", created="2026-01-01T00:05:00Z")
+    seen = pytorchjob.observe(bad, [second, first])
+    assert not seen.preempted and seen.reason == "Exit1" and seen.failing == ("m-2",) and seen.replaced == 1
     # A pod Kubernetes took away (the pod GC after a node was lost): SIGKILL, no message, a disruption.
     gone = _pod(True, "Failed", {"exitCode": 137})
     gone["status"]["conditions"].append({"type": "DisruptionTarget", "status": "True", "reason": "DeletionByPodGC",
@@ -296,7 +380,7 @@ def test_pytorchjob_manifest():
                                       "pretrain": {"microBatchSize": 4}})
     job = next(j for j in plan(parse_spec(exp["spec"])) if j.phase == "target")
     child = manifests.child_name(manifests.prefix(exp, 52), job.hash, 1)
-    template = manifests.pod_template(exp, job, 1, child, "pytorch", "img:1")
+    template = manifests.pod_template(exp, parse_spec(exp["spec"]), job, 1, child, "pytorch", "img:1")
     pj = pytorchjob.manifest(exp, job, 1, child, template, manifests.metadata(exp, child, job, 1))
     replicas = pj["spec"]["pytorchReplicaSpecs"]
     assert replicas["Master"]["replicas"] == 1 and replicas["Worker"]["replicas"] == 1
@@ -335,7 +419,8 @@ def test_a_queue_name_labels_every_child_and_suspends_it_until_admitted():
     job = plan(parse_spec(exp["spec"]))[0]
     meta = manifests.metadata(exp, "c", job, 1)
     assert meta["labels"]["kueue.x-k8s.io/queue-name"] == "team-gpus"
-    pj = pytorchjob.manifest(exp, job, 1, "c", manifests.pod_template(exp, job, 1, "c", "pytorch", "img:1"), meta)
+    template = manifests.pod_template(exp, parse_spec(exp["spec"]), job, 1, "c", "pytorch", "img:1")
+    pj = pytorchjob.manifest(exp, job, 1, "c", template, meta)
     assert pj["spec"]["runPolicy"]["suspend"] is True
 
 

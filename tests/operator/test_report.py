@@ -168,6 +168,33 @@ def test_one_holm_family_covers_every_claim_and_languages_wait_for_three_seeds(t
     two_seeds = {k: v for k, v in acc.items() if k[3] != 3}
     two = report.build(report.from_directory(fake_run(tmp_path / "two", two_seeds)))
     assert (two["claims"]["averages"], two["claims"]["languages"]) == (2, 0)
-    assert all("pHolm" not in r["paired"] for result in two["interaction"].values()
+    assert all("claimed" not in r["paired"] for result in two["interaction"].values()
                for lang, r in result["languages"].items() if lang != report.AVG)
     assert "per language: no claims with 2 seed(s)" in report.to_text(two)
+
+
+def test_a_comparison_without_shared_seeds_keeps_its_pooled_contrast_in_the_text(tmp_path):
+    """MoE ran seeds 1-2, dense 3-4: nothing pairs, and the pooled two-way contrast (every run counts) is
+    what docs/statistics.md says covers it; the comparison must not disappear from the text."""
+    acc = {k: v for k, v in grid(seeds=((1, 0.0), (2, 0.01), (3, -0.01), (4, 0.0))).items()
+           if (k[0] == "moe") == (k[3] <= 2)}
+    r = report.build(report.from_directory(fake_run(tmp_path, acc)))
+    avg = r["interaction"]["moe-vs-dense/mnli"]["languages"]["avg"]
+    assert avg["paired"] is None and avg["pooled"]["n"] == 8
+    text = report.to_text(r)
+    assert "moe-vs-dense/mnli: no seed ran in all four arms" in text and "pooled two-way over all 8 runs" in text
+    assert report.claims(r) == []
+
+
+def test_tied_seeds_without_item_counts_are_not_called_one_seed():
+    """A cluster report of runs from a trainer that sent no item counts, whose two seeds tie: no noise can
+    be estimated, and the text says so rather than "one seed"."""
+    runs = []
+    for backbone in ("dense", "moe"):
+        for task in ("none", "mnli"):
+            for seed in (1, 2):
+                runs.append(report.Run(backbone=backbone, architecture=backbone, task=task, seed=seed, model="m",
+                                       accuracy={"en": {"test": 0.8 if task == "none" else 0.82}}))
+    r = report.build(report.Inputs("x", "tx/x", runs))
+    text = report.to_text(r)
+    assert "one seed" not in text and "no test-set noise known: no interval" in text

@@ -29,7 +29,9 @@ def test_examples_parse():
 def test_paper_defaults():
     spec = S.parse_spec({"backbones": [{"name": "dense", "model": "FacebookAI/xlm-roberta-large"}]})
     assert spec.intermediate_tasks == list(S.DEFAULT_INTERMEDIATE_TASKS) and spec.baseline
-    assert spec.target.languages == list(S.XNLI_LANGUAGES) and spec.seeds == [1, 2, 3]
+    assert spec.target.languages == list(S.XNLI_LANGUAGES) and spec.seeds is None
+    from stilts import answer
+    assert answer.seeds(spec) == [1, 2, 3]
     t = spec.training.target
     assert (t.learning_rate, t.batch_size, t.epochs, t.max_seq_length, t.warmup_ratio) == (1e-5, 32, 2, 256, 0.1)
     assert (t.eval_every_steps, t.eval_examples, t.early_stopping_patience) == (1000, 500, 30)
@@ -59,6 +61,12 @@ def test_paper_defaults():
                      "moe": {"experts": 8, "expertParallelSize": 4}}]}, "divide the job's world size"),
     ({"backbones": [{"name": "a", "model": "m", "architecture": "moe", "gpusPerWorker": 8}],
       "deepspeed": {"zeroStage": 3}}, "ZeRO-3"),
+    ({"seeds": [1, 2], "answer": {"targetHalfWidth": 3}}, "with spec.answer the seeds are numbered 1 to"),
+    ({"seeds": None, "answer": {"targetHalfWidth": 3, "firstSeeds": 5, "maxSeeds": 4}},
+     "spec.answer.firstSeeds cannot exceed answer.maxSeeds"),
+    ({"seeds": None, "answer": {"targetHalfWidth": 3}, "intermediateTasks": []}, "needs a dense and an MoE backbone"),
+    ({"seeds": None, "answer": {"targetHalfWidth": 0}}, "spec.answer.targetHalfWidth"),
+    ({"seeds": None, "answer": {"targetHalfWidth": 3, "firstSeeds": 1}}, "spec.answer.firstSeeds"),
 ])
 def test_bad_specs_name_the_field(changes, expected):
     assert expected in error(experiment(**changes))

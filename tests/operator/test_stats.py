@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats as distributions
 
 from stilts import stats
 
@@ -71,8 +72,37 @@ def test_paired_items_see_that_b_never_beats_a():
 
 
 def test_claims_use_a_p_never_below_the_intervals():
-    ci = stats.contrast([(1, arm([0.03, 0.01], 1000)), (-1, arm([0.0, 0.0], 1000))])
-    assert ci["pClaim"] >= ci["p"]
+    """pClaim is the larger of the fiducial p and the interval's: never below p, and above it where two
+    seeds carry most of the noise (the fiducial tail is heavier there), so a claim is harder than an
+    interval that just excludes 0."""
+    rng = np.random.default_rng(4)
+    above = 0
+    for _ in range(200):
+        values = rng.normal(0.02, 0.01, 2)
+        ci = stats.contrast([(1, arm(list(values + 0.5), 1000)), (-1, arm([0.5, 0.5], 1000))])
+        assert ci["pClaim"] >= ci["p"] - 1e-15
+        above += ci["pClaim"] > ci["p"] * 1.01
+    assert above > 100, above
+
+
+def test_the_fiducial_tail_is_the_t_where_the_seeds_carry_all_the_noise_down_to_small_p():
+    """With no item term and no floor the fiducial pivot is exactly Student's t: its p must match the t's
+    from 0.5 down to 1e-7 (what Holm over several comparisons and the looks of a sequential design ask
+    of it), at 1 to 15 df. The equal-probability rule before gave 0.92x the t's p near alpha / 30."""
+    for k in (2, 3, 4, 6, 10, 16):
+        for target in (0.5, 0.05, 1e-3, 1e-5, 1e-7):
+            mean = float(distributions.t.isf(target / 2, k - 1)) / math.sqrt(k)
+            ci = stats._combine(mean, 1.0, k - 1, 1 / k, 0.0, 0.0, k, 0.05)
+            fiducial = ci["pClaim"]  # the larger of the two tails: with no item term both are the t's
+            assert fiducial == pytest.approx(target, rel=1e-3), (k, target, fiducial)
+
+
+def test_a_run_without_an_item_count_keeps_the_test_sets_noise_in():
+    """A cluster run reported by an older trainer has no testItems: it must not drop the item term of a
+    contrast whose other runs report theirs."""
+    with_counts = stats.contrast([(1, arm([0.8, 0.8], 1000))])
+    one_without = stats.contrast([(1, {0: M(0.8, 1000), 1: M(0.8, 0)})])
+    assert with_counts["itemSe"] > 0 and one_without["itemSe"] == pytest.approx(with_counts["itemSe"])
 
 
 def test_holm_adjustment():

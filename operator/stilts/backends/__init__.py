@@ -39,7 +39,8 @@ class Backend:
     manifest: Callable                 # (experiment, job, attempt, name, pod template, metadata) -> the child
     observe: Callable                  # (child object, its pods) -> Observed
     is_leader: Callable[[dict], bool]  # pod -> whether it is rank 0
-    unsupported: Callable[[dict], list] = lambda spec: []  # spec -> what this backend cannot do (one line each)
+    replica: Callable[[dict], str]     # pod -> which replica it is (a pod replaced in place keeps it)
+    unsupported: Callable[[object], list] = lambda spec: []  # ExperimentSpec -> what it cannot do (a line each)
     # How a failed child is deleted. Either way the next attempt waits until its pods are gone (the
     # operator fences on pods); Foreground also keeps the child visible meanwhile.
     delete_propagation: str = "Foreground"
@@ -84,30 +85,60 @@ def disrupted(pod: dict) -> dict | None:
     return None
 
 
+def _uid(pod: dict) -> str:
+    return (pod.get("metadata") or {}).get("uid", "")
+
+
+def latest(backend: Backend, pods: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(the newest pod of each replica, the pods those replaced in place): what a child is made of now,
+    and its history."""
+    newest: dict[str, dict] = {}
+    for pod in sorted(pods, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or ""):
+        newest[backend.replica(pod)] = pod
+    current = {_uid(p) for p in newest.values()}
+    return list(newest.values()), [p for p in pods if _uid(p) not in current]
+
+
+def _preempted_pod(backend: Backend, pod: dict) -> bool:
+    ended = terminated(pod, backend.container) or {}
+    return bool(disrupted(pod)) or is_preempted(ended.get("exitCode", 0))
+
+
 def outcome(backend: Backend, state: str, pods: list[dict], fallback: str = "") -> Observed:
     """A finished child: the leader's termination message is the trainer's summary (success) or its
-    one-line reason (failure); exit code 2 anywhere is a permanent failure; exit code 3 (the trainer
-    stopped by SIGTERM) or a disruption condition is a preemption, retried without counting."""
-    ended = [(p, terminated(p, backend.container)) for p in pods]
+    one-line reason (failure); exit code 2 is a permanent failure; exit code 3 (the trainer stopped by
+    SIGTERM) or a disruption condition is a preemption, retried without counting. A failure is read from
+    the newest pod of each replica: a pod replaced in place (podFailurePolicy Ignore) is history, so its
+    preemption does not excuse its successor's crash."""
+    current, replaced = latest(backend, pods)
+    ended = [(p, terminated(p, backend.container)) for p in (current if state != "Succeeded" else pods)]
     ended = [(p, t) for p, t in ended if t]
     if state == "Succeeded":
         # A leader replaced in place (a preempted pod, podFailurePolicy Ignore) leaves its failed
         # predecessor beside it: the summary is the one that exited 0.
         message = next((t.get("message", "") for p, t in ended if backend.is_leader(p) and t.get("exitCode") == 0), "")
         return Observed("Succeeded", summary=message)
-    failed = [t for _, t in ended if t.get("exitCode")]
-    code = launcher_exit([t["exitCode"] for t in failed])
-    first = next((t for t in failed if t["exitCode"] == code), failed[0] if failed else {})
+    failed = [(p, t) for p, t in ended if t.get("exitCode")]
+    # The pods that ended first decide (to the second, as Kubernetes records it): after one pod crashes, its
+    # peers' collectives fail, or their controller stops them (exit 3), which must not make it a preemption.
+    times = sorted(t.get("finishedAt") or "" for _, t in failed)
+    first = [t["exitCode"] for _, t in failed if (t.get("finishedAt") or "") == times[0]] if times and times[0] else None
+    code = launcher_exit([t["exitCode"] for _, t in failed], first)
+    first = next((t for _, t in failed if t["exitCode"] == code), failed[0][1] if failed else {})
     message = (first.get("message") or "").strip().splitlines()[-1:] or [fallback]
-    disruption = next(filter(None, map(disrupted, pods)), None)
+    disruption = next(filter(None, map(disrupted, current)), None)
+    failing = tuple(_uid(p) for p, _ in failed) + tuple(_uid(p) for p in current if disrupted(p) and not
+                                                         terminated(p, backend.container))
+    count = sum(_preempted_pod(backend, p) for p in replaced)
     if is_permanent(code):
-        return Observed("Failed", permanent=True, reason="BadInput", message=message[0][:500])
+        return Observed("Failed", permanent=True, reason="BadInput", message=message[0][:500], failing=failing,
+                        replaced=count)
     if is_preempted(code) or disruption:
         why = disruption.get("reason", "Disrupted") if disruption else "Preempted"
-        return Observed("Failed", preempted=True, reason=why,
+        return Observed("Failed", preempted=True, reason=why, failing=failing, replaced=count,
                         message=(disruption or {}).get("message") or message[0][:500] or "stopped by SIGTERM")
     reason = f"Exit{first['exitCode']}" if first.get("exitCode") else "Failed"
-    return Observed("Failed", reason=reason, message=message[0][:500])
+    return Observed("Failed", reason=reason, message=message[0][:500], failing=failing, replaced=count)
 
 
 def from_conditions(backend: Backend, child: dict, pods: list[dict], success: str, expected: int) -> Observed:
@@ -120,10 +151,13 @@ def from_conditions(backend: Backend, child: dict, pods: list[dict], success: st
         return outcome(backend, "Failed", pods, failed.get("message", ""))
     if condition(child, "Suspended"):
         return Observed("Queued", reason="Suspended", message="waiting for admission by its queue")
-    seen = running_or_waiting(pods, expected)
+    current, replaced = latest(backend, pods)
+    seen = running_or_waiting(current, expected)
     # A pod of a live child going away was not our doing (we delete children, after they end): someone
     # deleted it, or Kubernetes disrupts it; its trainer is committing a checkpoint right now.
-    seen.preempted = any(disrupted(p) or (p.get("metadata") or {}).get("deletionTimestamp") for p in pods)
+    seen.disrupted = tuple(_uid(p) for p in current if disrupted(p) or (p.get("metadata") or {}).get("deletionTimestamp"))
+    seen.preempted = bool(seen.disrupted)
+    seen.replaced = sum(_preempted_pod(backend, p) for p in replaced)
     return seen
 
 

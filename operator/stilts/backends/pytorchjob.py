@@ -36,8 +36,13 @@ def is_leader(pod: dict) -> bool:
     return ((pod.get("metadata") or {}).get("labels") or {}).get(LEADER_LABEL[0]) == LEADER_LABEL[1]
 
 
+def replica(pod: dict) -> str:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return f"{labels.get('training.kubeflow.org/replica-type', '')}/{labels.get('training.kubeflow.org/replica-index', '')}"
+
+
 BACKEND = Backend(
     name="pytorchjob", group="kubeflow.org", version="v1", plural="pytorchjobs", kind="PyTorchJob",
     container="pytorch",
     max_name=52,  # the training operator names Services <job>-worker-<i>: DNS-1035 labels of at most 63
-    manifest=manifest, observe=observe, is_leader=is_leader)
+    manifest=manifest, observe=observe, is_leader=is_leader, replica=replica)

@@ -8,11 +8,17 @@ labels, node selector and tolerations. Trainer is v2.2.0, the version Kueue v0.1
 against: Kueue rewrites each TrainJob it admits through those API types, so a field only a newer
 Trainer has is dropped on admission (seen on the test control plane with Trainer v2.3: a runtime
 patch's terminationGracePeriodSeconds vanished and JobSet refused the changed template). The grace
-period is therefore the runtime's (the chart's `trainjobTerminationGracePeriodSeconds`). The Trainer's torch plugin sets the PET_* variables torchrun
-reads. The leader is the pod with completion index 0 of the first Job, found by JobSet's labels.
+period is therefore the runtime's (the chart's `trainjobTerminationGracePeriodSeconds`, which the chart
+also gives the operator as STILTS_TRAINJOB_GRACE_SECONDS, so that torchrun's shutdown timeout follows it).
+The Trainer's torch plugin sets the PET_* variables torchrun reads. The leader is the pod with completion
+index 0 of the first Job, found by JobSet's labels.
 """
 
 from __future__ import annotations
+
+import os
+
+from stilts_contract.names import shutdown_timeout
 
 from . import Backend, from_conditions
 from ..reconcile import Observed
@@ -24,15 +30,21 @@ MANAGER = "stilts.dev/operator"  # who owns our runtime patch (Kueue adds its ow
 LEADER_LABELS = {"jobset.sigs.k8s.io/job-index": "0", "batch.kubernetes.io/job-completion-index": "0"}
 
 
+def runtime_grace() -> int:
+    """The grace period of the stilts ClusterTrainingRuntime, as the chart told the operator."""
+    return int(os.environ.get("STILTS_TRAINJOB_GRACE_SECONDS") or TERMINATION_GRACE_SECONDS)
+
+
 def manifest(experiment: dict, job, attempt: int, name: str, template: dict, metadata: dict) -> dict:
     pod = template["spec"]
     container = pod["containers"][0]
     nodes = job.launch.workers
+    # torchrun's shutdown timeout follows the runtime's grace period (the pod's grace is the runtime's).
+    env = [{"name": e["name"], "value": str(shutdown_timeout(runtime_grace()))}
+           if e["name"] == "TORCH_ELASTIC_SHUTDOWN_TIMEOUT" else e for e in container["env"]]
     spec = {
         "runtimeRef": {"name": RUNTIME, "kind": "ClusterTrainingRuntime", "apiGroup": "trainer.kubeflow.org"},
-        # torchrun's shutdown timeout follows the runtime's grace period, so it comes from the runtime too.
-        "trainer": {"image": container["image"], "command": container["command"],
-                    "env": [e for e in container["env"] if e["name"] != "TORCH_ELASTIC_SHUTDOWN_TIMEOUT"],
+        "trainer": {"image": container["image"], "command": container["command"], "env": env,
                     "numNodes": nodes, "numProcPerNode": job.launch.processes,
                     "resourcesPerNode": container["resources"]},
         "runtimePatches": [{"manager": MANAGER, "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [{
@@ -58,21 +70,26 @@ def is_leader(pod: dict) -> bool:
     return all(labels.get(k) == v for k, v in LEADER_LABELS.items())
 
 
-def unsupported(spec: dict) -> list[str]:
-    """What Trainer v2.2's runtime patches cannot set per TrainJob."""
-    scheduling = spec.get("scheduling") or {}
+def unsupported(spec) -> list[str]:
+    """What Trainer v2.2's runtime patches cannot set per TrainJob (spec: an ExperimentSpec)."""
+    scheduling = spec.scheduling
     problems = []
-    if scheduling.get("priorityClassName"):
+    if scheduling.priority_class_name:
         problems.append("spec.scheduling.priorityClassName: the trainjob backend cannot set a priority class per "
                         "job (Trainer v2.2 runtime patches do not carry it); set it in the stilts "
                         "ClusterTrainingRuntime, or use Kueue's WorkloadPriorityClass")
-    grace = scheduling.get("terminationGracePeriodSeconds", TERMINATION_GRACE_SECONDS)
-    if grace != TERMINATION_GRACE_SECONDS:
+    grace = scheduling.termination_grace_period_seconds
+    if "termination_grace_period_seconds" in scheduling.model_fields_set and grace != runtime_grace():
         problems.append(f"spec.scheduling.terminationGracePeriodSeconds: the trainjob backend takes the grace period "
-                        f"from the stilts ClusterTrainingRuntime (Trainer v2.2 runtime patches do not carry it); "
-                        f"remove it (the default is {TERMINATION_GRACE_SECONDS}) and set the chart's "
-                        f"trainjobTerminationGracePeriodSeconds to {grace} instead")
+                        f"from the stilts ClusterTrainingRuntime ({runtime_grace()} s; Trainer v2.2 runtime patches "
+                        f"do not carry it); remove it and set the chart's trainjobTerminationGracePeriodSeconds to "
+                        f"{grace} instead")
     return problems
+
+
+def replica(pod: dict) -> str:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return f"{labels.get('jobset.sigs.k8s.io/job-index', '')}/{labels.get('batch.kubernetes.io/job-completion-index', '')}"
 
 
 BACKEND = Backend(
@@ -81,7 +98,7 @@ BACKEND = Backend(
     # JobSet names Jobs <trainjob>-node-<i> and pods <trainjob>-node-<i>-<index>-<random 5>; the pod's
     # hostname <trainjob>-node-<i>-<index> must stay a DNS label of at most 63 characters.
     max_name=46,
-    manifest=manifest, observe=observe, is_leader=is_leader, unsupported=unsupported,
+    manifest=manifest, observe=observe, is_leader=is_leader, replica=replica, unsupported=unsupported,
     # Trainer v2 re-creates the JobSet of a TrainJob that is being deleted in the foreground (seen on
     # the test control plane: the deletion never ends, and new pods keep coming); with Background the
     # TrainJob goes at once and the garbage collector takes its JobSet, Jobs and pods.
