@@ -25,7 +25,7 @@ from .manifests import LABEL_UID
 
 CHILDREN, PODS = "children", "pods"
 GONE_SECONDS = 900  # how long a deleted object's last state is kept (see `gone`)
-KEPT_METADATA = ("name", "labels", "creationTimestamp", "deletionTimestamp", "ownerReferences")
+KEPT_METADATA = ("name", "uid", "labels", "creationTimestamp", "deletionTimestamp", "ownerReferences")
 
 
 def slim(kind: str, obj: dict) -> dict:

@@ -133,6 +133,13 @@ class PodDriver:
         """A subclass that runs some pods itself handles them here (True: nothing more to do)."""
         return False
 
+    def _bind(self, pod: dict) -> None:
+        if self.node and not pod["spec"].get("nodeName"):
+            self.sim.core.create_namespaced_pod_binding(
+                pod["metadata"]["name"], self.namespace, {"metadata": {"name": pod["metadata"]["name"]},
+                                                          "target": {"kind": "Node", "name": self.node}},
+                _preload_content=False)
+
     def job_json(self, child: str) -> dict:
         """What the trainer of this child would read: its ConfigMap's job.json."""
         cm = self.sim.core.read_namespaced_config_map(child, self.namespace)
@@ -183,11 +190,7 @@ class PodDriver:
                     self.sim.unschedulable(pod)
                 continue
             if phase_now != "Running":
-                if self.node and not pod["spec"].get("nodeName"):
-                    self.sim.core.create_namespaced_pod_binding(
-                        pod["metadata"]["name"], self.namespace, {"metadata": {"name": pod["metadata"]["name"]},
-                                                                  "target": {"kind": "Node", "name": self.node}},
-                        _preload_content=False)
+                self._bind(pod)
                 self.sim.run(pod)
                 continue
             leader = self.backend.is_leader(pod)
@@ -808,6 +811,7 @@ class RealTrainerDriver(PodDriver):
             if pod["metadata"].get("deletionTimestamp"):
                 self._remove(pod)
             elif phase_now != "Running":
+                self._bind(pod)  # bound to a node, a deleted pod is deleted gracefully: SIGTERM, then its exit
                 self.sim.run(pod)
             else:
                 job = self._paths(self.job_json(child))
@@ -900,7 +904,8 @@ def test_real_trainers_evicted_past_the_bound_and_a_killed_worker_are_recorded_a
     stopped = len(codes) - 2  # evicted attempts: each real launcher exited 3
     seen = stored(control_plane, namespace)
     pretrain = next(seen.records[j.hash] for j in seen.jobs if j.phase == "pretrain")
-    assert (pretrain["attempts"], pretrain["preemptions"]) == (len(codes), 2), pretrain
+    assert (pretrain["attempts"], pretrain["preemptions"]) == (len(codes), 2), (json.dumps(pretrain), driver.exits,
+                                                                                events(control_plane, namespace))
     found = events(control_plane, namespace)
     assert found.count("JobPreempted") == 2 and found.count("JobRetrying") == stopped - 2 + 1, found
     messages = [e.message for e in core.list_namespaced_event(namespace).items if e.reason == "JobRetrying"]

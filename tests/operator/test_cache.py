@@ -55,6 +55,10 @@ def test_slim_keeps_what_decisions_read_and_drops_pod_templates():
     assert child["spec"] == {"pytorchReplicaSpecs": {"Master": {"replicas": 1}}}
     assert child["metadata"]["labels"][LABEL_UID] == "u1" and "resourceVersion" not in child["metadata"]
     assert "spec" not in slim(PODS, obj("p"))
+    # A pod's uid is its identity for the per-pod preemption count (a replacement keeps the pod's name).
+    pod = obj("p")
+    pod["metadata"]["uid"] = "pod-uid"
+    assert slim(PODS, pod)["metadata"]["uid"] == "pod-uid"
 
 
 def test_a_deleted_pods_last_state_is_kept_for_a_while():

@@ -338,6 +338,16 @@ def test_pytorchjob_outcomes_read_the_leader_and_exit_codes():
     second = _pod(True, "Failed", {"exitCode": 1, "message": "boom"}, uid="m-2", created="2026-01-01T00:05:00Z")
     seen = pytorchjob.observe(bad, [second, first])
     assert not seen.preempted and seen.reason == "Exit1" and seen.failing == ("m-2",) and seen.replaced == 1
+    # A pod deleted under a running child before its trainer ended (an eviction whose exit code never
+    # reached the API), then replaced in place: a preemption, counted; a crashed one replaced is not.
+    running = {"status": {"conditions": [{"type": "Running", "status": "True"}]}}
+    evicted = _pod(True, "Running", uid="m-1", created="2026-01-01T00:00:00Z")
+    evicted["metadata"]["deletionTimestamp"] = "2026-01-01T00:04:00Z"
+    successor = _pod(True, "Running", uid="m-2", created="2026-01-01T00:05:00Z")
+    assert pytorchjob.observe(running, [successor, evicted]).replaced == 1
+    crashed = _pod(True, "Failed", {"exitCode": 1}, uid="m-1", created="2026-01-01T00:00:00Z")
+    crashed["metadata"]["deletionTimestamp"] = "2026-01-01T00:04:00Z"
+    assert pytorchjob.observe(running, [successor, crashed]).replaced == 0
     # A pod Kubernetes took away (the pod GC after a node was lost): SIGKILL, no message, a disruption.
     gone = _pod(True, "Failed", {"exitCode": 137})
     gone["status"]["conditions"].append({"type": "DisruptionTarget", "status": "True", "reason": "DeletionByPodGC",

@@ -100,8 +100,12 @@ def latest(backend: Backend, pods: list[dict]) -> tuple[list[dict], list[dict]]:
 
 
 def _preempted_pod(backend: Backend, pod: dict) -> bool:
+    """A pod its child replaced: preempted if Kubernetes said so, if its trainer exited 3, or if it was
+    deleted before its trainer ended (the operator deletes children only after they end, so the deletion
+    was someone else's: a drain, an eviction; the pod may be gone before its exit code was recorded)."""
     ended = terminated(pod, backend.container) or {}
-    return bool(disrupted(pod)) or is_preempted(ended.get("exitCode", 0))
+    deleted_running = bool((pod.get("metadata") or {}).get("deletionTimestamp")) and not ended
+    return bool(disrupted(pod)) or is_preempted(ended.get("exitCode", 0)) or deleted_running
 
 
 def outcome(backend: Backend, state: str, pods: list[dict], fallback: str = "") -> Observed:
