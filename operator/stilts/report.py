@@ -150,8 +150,8 @@ def _seed(labels: dict) -> int | None:
 
 
 def _local_cost(row: dict) -> dict | None:
-    """A job of plan.json as a cost: the wall time of its attempts in this run on the cores it had (a job
-    adopted from an earlier run cost nothing here)."""
+    """A job of plan.json as a cost: the wall time of its attempts on the cores it had (a job adopted from
+    an earlier run keeps that run's figure, local.LocalExecutor._adopt_complete)."""
     if not row.get("seconds"):
         return None
     return {"seed": _seed(row.get("labels") or {}), "hours": row["seconds"] / 3600,
@@ -465,7 +465,8 @@ def _answer(inputs: Inputs, history: list[dict], interaction: dict, runs: list[R
             "decidedAtLook": paired.get("claimedAtLook"), "n": paired["n"], "seedSd": math.sqrt(max(seed_var, 0)),
             "itemSe": paired["itemSe"],
             "precise": half is not None and half <= design.target,
-            "projectedSeeds": answer.projected_seeds(design, seed_var, item_var)}
+            "projectedSeeds": answer.projected_seeds(design, seed_var, item_var),
+            "fixedSeedsForTarget": answer.fixed_seeds_for(design.target, seed_var, item_var)}
     seeds_used = sorted({r.seed for r in runs})
     spent = answer.cost([c for c in inputs.costs if c["seed"] is None or c["seed"] in seeds_used], seeds_used)
     out["cost"] = spent
@@ -501,7 +502,7 @@ def plan_power(seeds: int, sd: float = ASSUMED_SEED_SD) -> str:
             "`stilts report` gives it from the measured SD")
 
 
-# -- text, json, heatmap -------------------------------------------------------------------------------
+# -- text, json ---------------------------------------------------------------------------------------
 
 def _fmt(ci: dict, scale: float = 100, sign: bool = False) -> str:
     mean = f"{ci['mean'] * scale:+.1f}" if sign else f"{ci['mean'] * scale:.1f}"
@@ -678,7 +679,8 @@ def _answer_text(report: dict) -> list[str]:
             f"; at the measured seed SD ({c['seedSd'] * 100:.1f} points per seed) about {c['projectedSeeds']} seeds "
             "reach the target" if c["projectedSeeds"] else
             f"; at the measured seed SD ({c['seedSd'] * 100:.1f} points per seed) {design['maxSeeds']} seeds do not "
-            "reach the target")
+            "reach the target" + (f" (a fixed design needs about {c['fixedSeedsForTarget']} seeds for it, a "
+                                  "sequential one a few more)" if c.get("fixedSeedsForTarget") else ""))
         width = "" if c["halfWidth"] is None else f" (+/-{c['halfWidth'] * 100:.1f})"
         lines.append(f"  {key}: {state}, {_fmt(c, sign=True)}{width}{more}")
     spent, fixed = a.get("cost"), a.get("fixedDesign")
@@ -704,36 +706,22 @@ def _table(rows: list[list[str]]) -> list[str]:
     return ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
 
 
-def heatmap(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    langs = report["languages"]
-    keys = sorted(report["accuracy"])
-    values = [[report["accuracy"][k].get(lang, {"mean": float("nan")})["mean"] * 100 for lang in langs] for k in keys]
-    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(langs), 1 + 0.45 * len(keys)))
-    image = ax.imshow(values, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(langs)), langs)
-    ax.set_yticks(range(len(keys)), keys)
-    for i, row in enumerate(values):
-        for j, v in enumerate(row):
-            ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7, color="white" if v < 60 else "black")
-    ax.set_title(f"XNLI {report['split']} accuracy (%), zero-shot from English")
-    fig.colorbar(image, ax=ax, fraction=0.03)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def write(inputs: Inputs, out_dir: Path, split: str = "test") -> str:
-    """report.json, report.txt and heatmap.png into out_dir; returns the text."""
+    """report.json, report.txt and the figures (figures.py: heatmap.png, answer.png) into out_dir;
+    returns the text. report.json keeps answer.png's data as "answerFigure"."""
+    from . import figures
+
     out_dir.mkdir(parents=True, exist_ok=True)
     report = build(inputs, split)
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     text = to_text(report)
+    (out_dir / "report.json").write_text(json.dumps({**report, "answerFigure": figures.answer_data(report)}, indent=2))
     (out_dir / "report.txt").write_text(text)
-    if report["accuracy"]:
-        heatmap(report, out_dir / "heatmap.png")
+    figures.write(report, out_dir)
     return text
+
+
+def outputs(out_dir: Path) -> list[Path]:
+    """The files `write` leaves in out_dir (a figure that does not apply is not there)."""
+    from .figures import FIGURES
+
+    return [p for p in (out_dir / name for name in ("report.txt", "report.json") + FIGURES) if p.is_file()]

@@ -160,9 +160,12 @@ def test_a_local_sequential_run_stops_when_answered_reruns_nothing_and_replays_a
     replayed = report.build(report.from_directory(copy, plan(parse_spec(SPEC)), answer.Design.of(parse_spec(SPEC))))
     assert [(h["seeds"], h["decision"]) for h in replayed["answer"]["looks"]] == \
         [(look["seeds"], look["decision"]) for look in looks]
+    spent = built["answer"]["cost"]["spent"]
     again = run(SPEC)
     assert again.looks == looks, "a rerun takes no new look"
     assert all(r.get("attempts", 0) == 0 for r in again.records.values()), "and runs nothing"
+    # and the answer still costs what its jobs cost, though this run adopted every one of them
+    assert report.build(report.from_directory(again.dir))["answer"]["cost"]["spent"] == pytest.approx(spent)
     wider = json.loads(json.dumps(SPEC))
     wider["answer"]["targetHalfWidth"] = 50
     edited = run(wider)

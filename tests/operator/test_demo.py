@@ -45,7 +45,9 @@ def test_demo_interrupted_then_resumed_ends_with_the_report(tmp_path):
     assert (run_dir / "heatmap.png").stat().st_size > 10_000
     manifest = json.loads((run_dir / "plan.json").read_text())
     assert all(row["status"] == "Succeeded" for row in manifest["jobs"])
-    assert_the_demo_shows_transfer(json.loads((run_dir / "report.json").read_text()))
+    report = json.loads((run_dir / "report.json").read_text())
+    assert_the_demo_shows_transfer(report)
+    assert_the_demo_ran_its_design(report, manifest)
     # `stilts logs DIR JOB`: a job's log by its name, as `stilts status` lists it.
     logs = subprocess.run([sys.executable, "-m", "stilts.cli", "logs", str(run_dir), "dense-pretrain"],
                           capture_output=True, text=True)
@@ -70,3 +72,23 @@ def assert_the_demo_shows_transfer(report: dict) -> None:
     assert groups == sorted(groups, reverse=True), dict(zip(SIMILARITY_GROUPS, groups))
     alignment = report["alignment"]["dense"]
     assert alignment["mean"] > 0.05 and len(alignment["byLanguage"]) == 14  # chance is about 0.01
+
+
+def assert_the_demo_ran_its_design(report: dict, manifest: dict) -> None:
+    """The demo's spec.answer: looks after waves of seeds, a stop reason, and every run's seed within the
+    seeds the looks released (a look never reruns or skips a seed)."""
+    from stilts.answer import STOP_REASONS
+    answer = report["answer"]
+    design = answer["design"]
+    looks = answer["looks"]
+    assert looks and [look["look"] for look in looks] == list(range(1, len(looks) + 1)), looks
+    assert [look["seeds"] for look in looks] == list(range(design["firstSeeds"], looks[-1]["seeds"] + 1)), looks
+    assert answer["decision"] in STOP_REASONS, answer["decision"]
+    assert all(look["decision"] == "continue" for look in looks[:-1]), looks
+    seeds = {int(row["labels"]["seed"]) for row in manifest["jobs"] if row["phase"] != "pretrain"}
+    assert seeds == set(range(1, looks[-1]["seeds"] + 1)), seeds
+    assert set(answer["comparisons"]) == {"moe-vs-dense/anli", "moe-vs-dense/qqp"}, answer["comparisons"]
+    for key, c in answer["comparisons"].items():
+        # The answer is decided, or within the target, or the budget ran out and the report says so.
+        assert c["decided"] or c["precise"] or answer["decision"] == "budget reached", (key, c)
+    assert answer["cost"]["unit"] and answer["cost"]["spent"] > 0, answer["cost"]
