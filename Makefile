@@ -17,12 +17,15 @@ test-fast: $(STAMP)                  ## unit tests only
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt contract/pyproject.toml trainer/pyproject.toml operator/pyproject.toml hack/install-tools.sh
+$(STAMP): requirements.txt requirements-mlflow-server.txt contract/pyproject.toml trainer/pyproject.toml operator/pyproject.toml hack/install-tools.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e contract -e trainer -e operator
 	hack/install-tools.sh $(VENV)
+	# the tracking tests' `mlflow server` and `mlflow ui`: full MLflow, in a venv of its own (see the file)
+	test -x $(VENV)/mlflow-server/bin/python || $(PYTHON) -m venv $(VENV)/mlflow-server
+	$(VENV)/mlflow-server/bin/pip install -q -r requirements-mlflow-server.txt
 	touch $(STAMP)
 
 controlplane:                        ## etcd, kube-apiserver, controller-manager, training operator (cached by version)

@@ -173,6 +173,16 @@ class DeepSpeed(Model):
                                  "numerics differ at float rounding, so turning it on reruns the jobs.")
 
 
+class Tracking(Model):
+    """MLflow tracking of this job (docs/tracking.md). The executor writes it outside the job's hash, so
+    turning tracking on reruns nothing; credentials come from the environment, never from this file."""
+    uri: str = Field(..., min_length=1, description="tracking URI the trainer logs to")
+    experiment_name: str = Field(..., min_length=1, description="MLflow experiment holding the runs")
+    parent_key: str = Field(..., min_length=1, description="tag value that finds the experiment's parent run")
+    parent_run_id: str = Field("", description="the parent run, when the executor could make it (else the "
+                               "trainer finds or makes it by parentKey)")
+
+
 class Prefetch(Model):
     models: list[str] = []
     tasks: list[str] = []
@@ -204,6 +214,7 @@ class Job(Model):
     prefetch: Prefetch = Prefetch()
     mlm_mix: MlmMix | None = Field(None, description="intermediate phase only: mix in multilingual masked-LM")
     labels: dict[str, str] = Field(default_factory=dict, description="display only: run, backbone, task")
+    tracking: Tracking | None = Field(None, description="MLflow tracking; none: the job is not tracked")
 
     @model_validator(mode="after")
     def _phase_rules(self) -> "Job":
@@ -284,7 +295,8 @@ def applicable(phase: str, task: str | None, architecture: str, reads_local_data
         fields = {f for f in fields if not f.startswith("mlmMix")}
     if data_source != "synthetic":
         fields.discard("syntheticWorld")
-    return fields
+    # Tracking is optional and changes no result: executors write it only for experiments that track.
+    return {f for f in fields if not f.startswith("tracking.")}
 
 
 def field_path(loc: tuple) -> str:

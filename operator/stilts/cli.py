@@ -111,11 +111,11 @@ def cmd_operator(args) -> int:
 
 def cmd_run(args) -> int:
     from .local import LocalExecutor
-    from .report import from_directory, write
+    from .report import from_directory, outputs, write
 
     exp = load_experiment(args.file)
     executor = LocalExecutor(exp, root=Path(args.root), nproc=args.nproc, parallel=args.parallel,
-                             checkpoint_every_steps=args.checkpoint_every)
+                             checkpoint_every_steps=args.checkpoint_every, mlflow=args.mlflow)
     try:
         ok = executor.run()
     except KeyboardInterrupt:
@@ -125,7 +125,10 @@ def cmd_run(args) -> int:
            for j in executor.jobs):
         print()
         print(write(from_directory(run_dir), run_dir))
-        print(f"report: {run_dir / 'report.txt'}, {run_dir / 'report.json'}, {run_dir / 'heatmap.png'}")
+        print("report: " + ", ".join(str(p) for p in outputs(run_dir)))
+    if executor.tracking:  # the report and the grid's end, in the experiment's MLflow parent run
+        from .tracking import log_report
+        print(log_report(executor.tracking, run_dir, finished=ok))
     if not ok:
         failed = [r for r in executor.records.values() if r["state"] in ("Failed", "Blocked")]
         print(f"{len(failed)} job(s) did not finish; see their train.log. Run the same command to retry.",
@@ -161,7 +164,7 @@ def cmd_report(args) -> int:
             return 2
         out = Path(args.out) if args.out else directory
     print(report.write(inputs, out, args.split))
-    print(f"report: {out / 'report.txt'}, {out / 'report.json'}" + (f", {out / 'heatmap.png'}" if inputs.runs else ""))
+    print("report: " + ", ".join(str(p) for p in report.outputs(out)))
     return 0
 
 
@@ -370,10 +373,14 @@ def _file_commands(sub) -> None:
     p.add_argument("--parallel", type=int, default=0, help="jobs at once (default: cores / the widest job, "
                    "at most spec.maxConcurrentJobs)")
     p.add_argument("--checkpoint-every", type=int, default=100, help="optimizer steps between checkpoints")
+    p.add_argument("--mlflow", nargs="?", const="", default=None, metavar="URI", help="track the run in MLflow "
+                   "(docs/tracking.md): at URI, or without one in a sqlite store under the root (ROOT/mlflow.db); "
+                   "default: spec.tracking.mlflow, else off")
     p.set_defaults(func=cmd_run)
 
 
-TARGET_COMMANDS = (("report", cmd_report, "tables, intervals, the interaction and a heatmap of results so far"),
+TARGET_COMMANDS = (("report", cmd_report, "tables, intervals, the interaction, a heatmap and a plot of the "
+                     "answer, from the results so far"),
                    ("status", cmd_status, "every job of an experiment and its state"),
                    ("retry", cmd_retry, "re-arm the failed jobs of a cluster experiment"),
                    ("logs", cmd_logs, "a job's log (live, or from the volume once its pods are gone)"),
@@ -415,7 +422,7 @@ def _tensorboard_options(p) -> None:
 
 def _report_options(p) -> None:
     p.add_argument("--split", choices=["test", "dev"], default="test")
-    p.add_argument("--out", default="", help="where report.txt/json and heatmap.png go (default: the "
+    p.add_argument("--out", default="", help="where report.txt/json, heatmap.png and answer.png go (default: the "
                    "directory itself, or ./report-NAME for tx/NAME)")
     p.add_argument("--spec", default="", help="the experiment's file: with a volume copy, names the evaluate "
                    "jobs that have not finished, and replays a sequential design's looks")

@@ -22,7 +22,7 @@ from stilts_contract import rules, summary as summaries
 from stilts_contract.names import (COMPLETE, PROGRESS, TRAIN_LOG, Exit, is_permanent, is_preempted,
                                    shutdown_timeout)
 
-from . import answer
+from . import answer, tracking
 from .plan import Job, job_json, plan
 from .reconcile import ACTIVE, Observed, Policy, counts, evaluations_ended, reconcile
 from .report import ANSWER_FILE
@@ -41,6 +41,20 @@ def find_complete(root: Path, experiment: str, job_hash: str) -> Path | None:
     for candidate in sorted(root.glob(f"*/{job_hash}/{COMPLETE}")):
         return candidate.parent
     return None
+
+
+def _earlier_rows(manifest: Path) -> dict[str, dict]:
+    try:
+        return {row["hash"]: row for row in json.loads(manifest.read_text())["jobs"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _trainer_seconds(directory: Path) -> float | None:
+    try:
+        return json.loads((directory / COMPLETE).read_text()).get("seconds")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def world_sizes(jobs: list[Job], nproc: int | None) -> dict[str, int]:
@@ -135,10 +149,12 @@ class LocalExecutor:
     checkpoint_every_steps: int = 100
     echo: bool = True
     trainer: list[str] = field(default_factory=lambda: list(DEFAULT_TRAINER))
+    mlflow: str | None = None  # --mlflow: a tracking URI, "" for a store under the root (tracking.py)
 
     def __post_init__(self):
         self.root = Path(self.root).resolve()
         self.dir = self.root / self.experiment.name
+        self.tracking = tracking.local_settings(self.experiment.spec, self.mlflow, self.root, self.experiment.name)
         self.design = answer.Design.of(self.experiment.spec)
         self.notice = ""
         self.looks = self._saved_looks()
@@ -225,7 +241,8 @@ class LocalExecutor:
         out.mkdir(parents=True, exist_ok=True)
         parent_dir = str(self.directories[job.parent]) if job.parent else None
         body = job_json(job, str(out), parent_dir, experiment=self.experiment.name,
-                        checkpoint_every_steps=self.checkpoint_every_steps, cache_dir=local_cache_dir())
+                        checkpoint_every_steps=self.checkpoint_every_steps, cache_dir=local_cache_dir(),
+                        tracking=self.tracking)
         (out / "job.json").write_text(json.dumps(body, indent=2))
         nproc = self.sizes[job.hash]
         cmd = [*self.trainer, "--job", str(out / "job.json")]
@@ -235,13 +252,13 @@ class LocalExecutor:
         threads = max(1, self.cores // (nproc * sharing))
         # torchrun gives its workers what a pod would (stop() waits the grace before SIGKILL)
         grace = self.experiment.spec.scheduling.termination_grace_period_seconds
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1",
-               "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": str(shutdown_timeout(grace))}
+        own = {"OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1", "STILTS_ATTEMPT": str(attempt)}
+        env = {**os.environ, **own, "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": str(shutdown_timeout(grace))}
         log = out / TRAIN_LOG
         with open(log, "a") as handle:
             handle.write(f"\n=== attempt {attempt}: {' '.join(cmd)}\n")
         if nproc == 1 and tuple(self.trainer) == DEFAULT_TRAINER:
-            process = ForkedTrainer(cmd[3:], log, {"OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"})
+            process = ForkedTrainer(cmd[3:], log, own)
         else:
             with open(log, "a") as handle:
                 process = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env,
@@ -385,15 +402,26 @@ class LocalExecutor:
                 self.live = None
 
     def _adopt_complete(self) -> None:
-        """Jobs finished by an earlier run, here or under another experiment in the same root, are done."""
+        """Jobs finished by an earlier run, here or under another experiment in the same root, are done.
+        They keep what they cost (the answer's cost counts every job, whichever run finished it): the
+        earlier run's wall time and cores from its plan.json, else the trainer's own time from COMPLETE."""
+        earlier = _earlier_rows(self.dir / "plan.json")
         for job in self.jobs:
             found = None if job.hash in self.records else find_complete(self.root, self.experiment.name, job.hash)
             if found:
+                row = earlier.get(job.hash, {})
                 self.records[job.hash] = {"state": "Succeeded", "attempts": 0}
+                if seconds := row.get("seconds") or _trainer_seconds(found):
+                    self.records[job.hash]["seconds"] = seconds
                 self.directories[job.hash] = found
+                self.cpus.setdefault(job.hash, row.get("cpus") or 1)
 
     def _run(self, poll_seconds: float) -> bool:
         self._adopt_complete()
+        if self.tracking:
+            self.tracking = tracking.start_parent(self.tracking, self.experiment.spec, self.experiment.name, self.root)
+            self.say(f"MLflow: {self.tracking['uri']}, experiment {self.tracking['experimentName']!r}, parent run "
+                     f"{self.tracking.get('parentRunId') or '(made by the first job)'}")
         done = counts(self.records)["Succeeded"]
         design = (f"; seeds in waves until answered (first {self.design.first}, at most {self.design.max_seeds})"
                   if self.design else "")

@@ -15,6 +15,7 @@ import json
 import re
 
 from stilts_contract.names import TRAIN_LOG, shutdown_timeout
+from stilts_contract.tracking import CREDENTIAL_VARIABLES
 
 from .plan import Job, job_json
 from .spec import API_VERSION, KIND, ExperimentSpec
@@ -92,10 +93,32 @@ def job_paths(experiment: dict, job: Job) -> tuple[str, str | None]:
     return out, parent
 
 
+def tracking(experiment: dict) -> dict | None:
+    """job.json's tracking block: the experiment's parent run is found by its uid (the trainer makes it
+    when it first finds none), so the operator needs no credentials and never calls the server."""
+    settings = (experiment["spec"].get("tracking") or {}).get("mlflow")
+    if not settings:
+        return None
+    meta = experiment["metadata"]
+    return {"uri": settings["uri"], "experimentName": settings.get("experimentName", "stilts"),
+            "parentKey": f"{meta.get('namespace', 'default')}/{meta['name']}/{meta['uid']}"}
+
+
+def tracking_env(spec: ExperimentSpec) -> list[dict]:
+    """The tracking server's credentials, from the Secret the spec names: variables MLflow's client reads
+    itself, each optional (a Secret may hold a token, or a user and password)."""
+    settings = spec.tracking.mlflow if spec.tracking else None
+    if not settings or not settings.credentials_secret:
+        return []
+    return [{"name": var, "valueFrom": {"secretKeyRef": {"name": settings.credentials_secret, "key": var,
+                                                          "optional": True}}} for var in CREDENTIAL_VARIABLES]
+
+
 def config_map(experiment: dict, job: Job, attempt: int, name: str) -> dict:
     out, parent = job_paths(experiment, job)
     body = job_json(job, out, parent, experiment=experiment["metadata"]["name"],
-                    metrics_port=TRAINER_METRICS_PORT, cache_dir=f"{WORKSPACE}/.cache/huggingface")
+                    metrics_port=TRAINER_METRICS_PORT, cache_dir=f"{WORKSPACE}/.cache/huggingface",
+                    tracking=tracking(experiment))
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata(experiment, name, job, attempt),
             "data": {"job.json": json.dumps(body, indent=2, sort_keys=True)}}
 
@@ -128,6 +151,7 @@ def pod_template(experiment: dict, spec: ExperimentSpec, job: Job, attempt: int,
     if spec.hf_token_secret:
         variables.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": spec.hf_token_secret,
                                                                              "key": "HF_TOKEN"}}})
+    variables += tracking_env(spec)
     container = {
         "name": container_name,  # the backend's: its controller finds the trainer container by name
         "image": spec.image or default_image,

@@ -284,9 +284,11 @@ def topological(jobs: list[Job]) -> list[Job]:
 
 
 def job_json(job: Job, output: str, parent_dir: str | None, *, experiment: str, metrics_port: int = 0,
-             checkpoint_every_steps: int = 500, cache_dir: str = "") -> dict:
-    """The trainer's job.json for one planned job, once the executor knows the paths."""
+             checkpoint_every_steps: int = 500, cache_dir: str = "", tracking: dict | None = None) -> dict:
+    """The trainer's job.json for one planned job, once the executor knows the paths. Like them, tracking
+    (contract.Tracking's fields) is added after hashing: turning it on reruns nothing."""
     return contract.dump(job.job.model_copy(update={
         "experiment": experiment, "output": output, "parent": parent_dir, "metrics_port": metrics_port,
-        "checkpoint_every_steps": checkpoint_every_steps, "cache_dir": cache_dir}))
+        "checkpoint_every_steps": checkpoint_every_steps, "cache_dir": cache_dir,
+        "tracking": contract.Tracking.model_validate(tracking) if tracking else None}))
 

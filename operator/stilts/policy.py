@@ -1,7 +1,7 @@
 """What experiments may use, set by the cluster admin (the chart's `policy` values).
 
 Creating a TransferExperiment amounts to creating pods: with this image, that claim, that Secret's
-HF_TOKEN, that priority class, those node selectors and tolerations. The admin's policy limits each;
+HF_TOKEN (or MLflow credentials), that priority class, those node selectors and tolerations. The admin's policy limits each;
 an experiment outside it is refused with one line per broken rule (a PolicyViolation condition) and
 gets no job. Empty lists allow anything.
 """
@@ -24,6 +24,7 @@ class AdmissionPolicy:
     allowed_toleration_keys: tuple[str, ...] = ()
     allowed_hf_token_secrets: tuple[str, ...] = ()
     allowed_storage_classes: tuple[str, ...] = ()
+    allowed_mlflow_credentials_secrets: tuple[str, ...] = ()
 
     @classmethod
     def from_json(cls, text: str) -> "AdmissionPolicy":
@@ -32,7 +33,8 @@ class AdmissionPolicy:
         names = {"allowedImagePrefixes": "allowed_image_prefixes", "allowedPriorityClasses": "allowed_priority_classes",
                  "allowedNodeSelectorKeys": "allowed_node_selector_keys",
                  "allowedTolerationKeys": "allowed_toleration_keys",
-                 "allowedHfTokenSecrets": "allowed_hf_token_secrets", "allowedStorageClasses": "allowed_storage_classes"}
+                 "allowedHfTokenSecrets": "allowed_hf_token_secrets", "allowedStorageClasses": "allowed_storage_classes",
+                 "allowedMlflowCredentialsSecrets": "allowed_mlflow_credentials_secrets"}
         unknown = sorted(set(raw) - set(names))
         if unknown:
             raise ValueError(f"policy: unknown setting(s) {unknown}; known: {sorted(names)}")
@@ -64,6 +66,9 @@ def violations(spec: ExperimentSpec, policy: AdmissionPolicy, default_image: str
                        f"allowed keys: {', '.join(policy.allowed_toleration_keys)}")
         check(f"spec.scheduling.tolerations[{i}].key", toleration.key, policy.allowed_toleration_keys)
     check("spec.hfTokenSecret", spec.hf_token_secret, policy.allowed_hf_token_secrets)
+    if spec.tracking and spec.tracking.mlflow:  # pods read this Secret too
+        check("spec.tracking.mlflow.credentialsSecret", spec.tracking.mlflow.credentials_secret,
+              policy.allowed_mlflow_credentials_secrets)
     if not spec.storage.claim_name:
         check("spec.storage.storageClassName", spec.storage.storage_class_name or "(the cluster default)",
               policy.allowed_storage_classes)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from stilts_contract import rules
 from stilts_contract.job import (BackboneRef, DeepSpeed, MaskingSettings, MlmMix, Model as _Model, MoE,
                                  PhaseTraining, TaskSettings, first_error)
@@ -137,6 +137,51 @@ class Scheduling(_Model):
         "checkpoints every checkpointEverySteps remain the fallback.")
 
 
+# Trainer pods log to a tracking server; a file or sqlite store would be each pod's own (the local
+# executor takes those from `stilts run --mlflow`).
+TRACKING_URI = r"^(https?://[^\s]+|databricks(://[^\s]*)?)$"
+SECRET_NAME = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)?$"
+
+
+class MlflowTracking(_Model):
+    """MLflow tracking (docs/tracking.md): one parent run per experiment, with one nested run per job
+    (params, tags, step metrics; per-language accuracy of evaluate jobs) and the report. Changes no job's
+    hash: turning it on reruns nothing. A server that is down never fails or slows training."""
+    uri: str = Field(..., min_length=1, max_length=1024, json_schema_extra={"pattern": TRACKING_URI},
+                     description="Tracking server URI as trainer pods reach it (http://mlflow.mlflow:5000).")
+    experiment_name: str = Field("stilts", min_length=1, max_length=500, description="MLflow experiment holding "
+                                 "the runs; several TransferExperiments may share one, each its own parent run.")
+    credentials_secret: str = Field("", max_length=253, json_schema_extra={"pattern": SECRET_NAME},
+                                    description="Secret in the experiment's namespace whose keys "
+                                    "MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD and MLFLOW_TRACKING_TOKEN "
+                                    "(each optional) reach trainer pods as environment variables (empty: none).")
+
+    @field_validator("uri")
+    @classmethod
+    def _server(cls, uri: str) -> str:
+        import re
+
+        if not re.match(TRACKING_URI, uri):
+            raise ValueError(f"{uri!r} is not a tracking server's URI; give its http:// or https:// URI (trainer "
+                             "pods cannot share a file or sqlite store: `stilts run --mlflow [URI]` takes those "
+                             "for a local run)")
+        return uri
+
+    @field_validator("credentials_secret")
+    @classmethod
+    def _secret(cls, name: str) -> str:
+        import re
+
+        if not re.match(SECRET_NAME, name):
+            raise ValueError(f"{name!r} is not a Secret's name; give the name of a Secret in the experiment's "
+                             "namespace (lowercase letters, digits, '-' and '.')")
+        return name
+
+
+class TrackingSpec(_Model):
+    mlflow: MlflowTracking | None = Field(None, description=MlflowTracking.__doc__)
+
+
 DEFAULT_SEEDS = [1, 2, 3]
 
 
@@ -187,6 +232,7 @@ class ExperimentSpec(_Model):
     retries: Retries = Field(default_factory=Retries)
     scheduling: Scheduling = Field(default_factory=Scheduling)
     hf_token_secret: str = Field("", max_length=253, description="Secret with key HF_TOKEN, for gated models.")
+    tracking: TrackingSpec | None = Field(None, description="Experiment tracking; off when omitted.")
 
 
 _MOE_DEFAULT = MoE()

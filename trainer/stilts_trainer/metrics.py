@@ -15,8 +15,9 @@ LABELS = ("experiment", "job_hash", "phase", "backbone", "task")
 
 class TrainerMetrics:
     def __init__(self, labels: dict[str, str], port: int = 0, registry: CollectorRegistry | None = None,
-                 events: Path | None = None):
+                 events: Path | None = None, tracker=None):
         self.registry = registry or CollectorRegistry()
+        self.tracker = tracker  # MLflow (tracking.py): the same curves, in the job's run
         self._labels = labels
         self._step = 0
         self._events_dir, self.events = events, None
@@ -101,6 +102,8 @@ class TrainerMetrics:
             self.events = SummaryWriter(str(self._events_dir), purge_step=step + 1 if step else None, flush_secs=30)
 
     def _scalar(self, tag: str, value: float) -> None:
+        if self.tracker is not None:
+            self.tracker.add(tag, value, self._step)
         if self.events is None:
             self.start(self._step)
         if self.events is not None:
@@ -109,8 +112,12 @@ class TrainerMetrics:
     def flush(self) -> None:
         if self.events is not None:
             self.events.flush()
+        if self.tracker is not None:  # a preempted phase: what it logged reaches the run before it exits
+            self.tracker.flush()
 
     def close(self) -> None:
+        if self.tracker is not None:
+            self.tracker.close()
         if self.status is not None:
             self._report_status(final=True)
             self.status.close()

@@ -18,7 +18,8 @@ import torch.distributed as dist
 from stilts_contract import items, summary as summaries
 from stilts_contract.names import COMPLETE, EVENTS_DIR, TINY_MODELS
 
-from . import backbones, data, diagnostics, engine, feature_cache, formats, model, sampling, synthetic, tasks
+from . import (backbones, data, diagnostics, engine, feature_cache, formats, model, sampling, synthetic, tasks,
+               tracking)
 from .formats import tagging
 from .sampling import TrainingSet
 from .checkpoint import is_complete, mark_complete, write_json_atomic, write_termination_message
@@ -44,7 +45,7 @@ def _metrics(job: Job, ctx: engine.Context) -> TrainerMetrics | None:
         return None
     labels = {"experiment": job.experiment, "job_hash": job.job_hash, "phase": job.phase,
               "backbone": job.backbone.name, "task": job.task or ""}
-    return TrainerMetrics(labels, job.metrics_port, events=Path(job.output) / EVENTS_DIR)
+    return TrainerMetrics(labels, job.metrics_port, events=Path(job.output) / EVENTS_DIR, tracker=_tracker(job, ctx))
 
 
 def _save(module, tokenizer, directory: Path, job: Job, ctx: engine.Context) -> None:
@@ -57,6 +58,7 @@ def prefetch(job: Job, ctx: engine.Context) -> dict:
     fetched = []
     if job.data_source == "synthetic":
         return {"fetched": fetched}
+    tracker = _tracker(job, ctx)
     if ctx.is_main:
         for model_id in job.prefetch.models:
             if model_id in TINY_MODELS:
@@ -71,6 +73,7 @@ def prefetch(job: Job, ctx: engine.Context) -> dict:
                     data.load_examples(name, split, "hub", 0, language, job.mirror, job.cache_dir,
                                        data_dir=job.data_dir)  # hub data has no seed
             fetched.append(name)
+        track(tracker, {"prefetch/fetched": len(fetched)})
     dist.barrier()
     return {"fetched": fetched}
 
@@ -292,6 +295,7 @@ def evaluate(job: Job, ctx: engine.Context) -> dict:
     task = tasks.get(job.task)
     fmt = formats.get(task.format)
     hp = job.hyperparameters
+    tracker = _tracker(job, ctx)
     source = model_source(job)
     tokenizer = model.load_tokenizer(source)
     module = model.load_task_model(source, job.backbone, ctx.world).to(ctx.device)
@@ -325,10 +329,29 @@ def evaluate(job: Job, ctx: engine.Context) -> dict:
                "seconds": round(time.perf_counter() - started, 2)}
     if ctx.is_main:
         write_json_atomic(Path(job.output) / "results.json", results)
+        track(tracker, {f"{job.task}/{split}/{language}": accuracy
+                        for language, splits in {**per_language, "avg": average}.items()
+                        for split, accuracy in splits.items()})
     # testItems and itemsDigest: a cluster report gets the items from the log lines print_items writes,
     # checked against this digest (stilts_contract.items).
     return {"average": average, "test": {k: v["test"] for k, v in per_language.items()}, "predicted": predicted,
             "testItems": min(len(c) for c in correct.values()), "itemsDigest": items.digest(items.encode(correct))}
+
+
+def _tracker(job: Job, ctx: engine.Context) -> tracking.Tracker | None:
+    """The job's MLflow tracker on rank 0, made at the phase's start: its thread imports MLflow and finds
+    the run while the phase works, so the phase's end has only the figures to send."""
+    return tracking.for_job(dump(job)) if ctx.is_main else None
+
+
+def track(tracker: tracking.Tracker | None, figures: dict[str, float]) -> None:
+    """A phase without a training loop (evaluate: accuracy per language and split, xnli/test/de;
+    prefetch) still gets its MLflow run, with its figures at step 0."""
+    if tracker is None:
+        return
+    for key, value in figures.items():
+        tracker.add(key, value, 0)
+    tracker.close()
 
 
 def print_items(job: Job, out: Path) -> None:
