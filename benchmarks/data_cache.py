@@ -13,6 +13,7 @@ and stops it at its first optimizer step:
 - the multi-task mix (synthetic data, nine tasks), cache off and second job.
 
     .venv/bin/python benchmarks/data_cache.py [--pairs 400000]
+    .venv/bin/python benchmarks/data_cache.py --smoke   # 4,000 pairs: every scenario, no figures (a check)
 """
 
 from __future__ import annotations
@@ -99,7 +100,10 @@ def first_step(job: dict, workdir: Path, name: str, env: dict | None = None) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=400_000)
+    parser.add_argument("--smoke", action="store_true", help="4,000 pairs (the suite runs it)")
     args = parser.parse_args()
+    if args.smoke:
+        args.pairs = 4000
     work = Path(tempfile.mkdtemp(prefix="stilts-data-cache-"))
     try:
         pretrain = work / "pretrain"

@@ -7,10 +7,12 @@ Not measured here: the CUDA runtime's host memory (no GPU on this machine); `ben
 reports the host peak of its GPU runs.
 
     .venv/bin/python benchmarks/host_memory.py
+    .venv/bin/python benchmarks/host_memory.py --smoke   # a tiny model through the same steps (a check)
 """
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import subprocess
 import sys
@@ -48,21 +50,35 @@ def peak_gib(what: str, path: str) -> tuple[float, float]:
     return float(peak), float(anonymous)
 
 
+def xlmr_config(smoke: bool):
+    """XLM-R large's shape, or a tiny one of the same family for --smoke."""
+    from transformers import XLMRobertaConfig
+
+    if smoke:
+        return XLMRobertaConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                intermediate_size=128, max_position_embeddings=130, type_vocab_size=1)
+    return XLMRobertaConfig(vocab_size=250002, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                            intermediate_size=4096, max_position_embeddings=514, type_vocab_size=1)
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="a tiny XLM-R instead of large (the suite runs it)")
+    args = parser.parse_args()
     import torch
-    from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
+    from transformers import XLMRobertaForMaskedLM
 
     work = Path(tempfile.mkdtemp(prefix="stilts-host-memory-"))
     try:
-        config = XLMRobertaConfig(vocab_size=250002, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                                  intermediate_size=4096, max_position_embeddings=514, type_vocab_size=1)
+        config = xlmr_config(args.smoke)
         torch.manual_seed(0)
         XLMRobertaForMaskedLM(config).save_pretrained(work / "xlmr-large")
         size = sum(p.stat().st_size for p in (work / "xlmr-large").iterdir()) / 2**30
         runtime = peak_gib("runtime", str(work / "xlmr-large"))
         encoder = peak_gib("encoder", str(work / "xlmr-large"))
         mlm = peak_gib("mlm", str(work / "xlmr-large"))
-        print(f"XLM-R large checkpoint {size:.2f} GiB (fp32); peak host RSS of one process:")
+        name = "a tiny XLM-R (--smoke)" if args.smoke else "XLM-R large"
+        print(f"{name} checkpoint {size:.2f} GiB (fp32); peak host RSS of one process:")
         for label, (peak, anonymous) in (("runtime only (torch, transformers, DeepSpeed)", runtime),
                                          ("+ the encoder, every weight read (intermediate, target)", encoder),
                                          ("+ the masked-LM, every weight read (pretrain, mlmMix)", mlm)):

@@ -4,9 +4,11 @@ DeepSpeed's own MoE timers; the backward all-to-all is not timed by DeepSpeed an
 
 Same active parameters: a top-1 MoE runs one expert (a copy of the dense FFN) per token, so its
 active parameters equal the dense model's; top-2 runs two. Each configuration runs under torchrun
-with 2 processes, in alternation, best of --repeats.
+with 2 processes, in alternation, best of --repeats. Steady state: the timing starts as the step after
+5 warmup steps begins (DeepSpeed's initialisation, longer with MoE, is left out).
 
     .venv/bin/python benchmarks/moe_throughput.py [--steps 40] [--repeats 2]
+    .venv/bin/python benchmarks/moe_throughput.py --smoke   # every configuration, 3 steps, once (a check)
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ CONFIGS = [
 ]
 
 
-def worker(args) -> None:
-    """One configuration, inside torchrun: time `steps` optimizer steps after a warmup."""
+WARMUP = 5  # steps left out of the timing, after DeepSpeed's initialisation (which MoE makes longer)
+
+
+def build(args):
+    """The job, the classifier and the training examples of one configuration, on every rank."""
     import torch
 
-    from stilts_trainer import data, engine, formats, model, moe, synthetic, tasks
-    from stilts_trainer.sampling import TrainingSet
+    from stilts_trainer import data, engine, model, moe, synthetic, tasks
     from stilts_trainer.job import parse
 
     settings = json.loads(args.moe) if args.moe else None
@@ -44,14 +48,17 @@ def worker(args) -> None:
     ctx = engine.init_distributed()
     tokenizer = model.train_tokenizer(synthetic.mlm_corpus(0, 300))
     torch.manual_seed(0)
+    output = os.path.join(args.tmp, "o")
     if ctx.is_main and not os.path.isdir(directory):
         mlm = model.tiny_mlm("stilts/tiny-xlmr", tokenizer)
         mlm.save_pretrained(directory)
         tokenizer.save_pretrained(directory)
+    if ctx.is_main:  # the loop writes its progress there; a job's executor creates it, here nobody else does
+        os.makedirs(output, exist_ok=True)
     torch.distributed.barrier()
-    job = parse({"phase": "target", "task": "mnli", "backbone": backbone, "output": os.path.join(args.tmp, "o"),
+    job = parse({"phase": "target", "task": "mnli", "backbone": backbone, "output": output,
                  "hyperparameters": {"learningRate": 1e-4, "batchSize": 32, "microBatchSize": 16,
-                                     "maxSteps": args.steps, "evalEverySteps": 10**6, "maxSeqLength": 128},
+                                     "maxSteps": WARMUP + args.steps, "evalEverySteps": 10**6, "maxSeqLength": 128},
                  "checkpointEverySteps": 10**6, "deepspeed": {"zeroStage": 2}})
     encoder = model.build_encoder(directory, job.backbone, ctx.world)
     clf = model.TaskModel(encoder, [model.HeadSpec("mnli", "classification", tasks.get("mnli").labels)],
@@ -60,17 +67,40 @@ def worker(args) -> None:
         layer.moe.deepspeed_moe.wall_clock_breakdown = True
     items = data.encode(tasks.get("mnli"), data.load_examples("mnli", "train", "synthetic", 1), tokenizer, 128,
                         tasks.get("mnli").labels)
-    items = items[: (args.steps + 5) * 32]
-    tokens = sum(len(i["input_ids"]) for i in items[: args.steps * 32])
-    start = time.perf_counter()
-    engine.train(job, ctx, clf, TrainingSet({"mnli": items}, {"mnli": formats.get("classification").collate}),
+    return ctx, job, clf, tokenizer, items[: (WARMUP + args.steps) * 32]
+
+
+def a2a_seconds(clf) -> float:
+    """Forward all-to-all time so far on this rank (DeepSpeed accumulates it over forwards, in ms)."""
+    from stilts_trainer import moe
+
+    return sum(layer.moe.deepspeed_moe.time_falltoall + layer.moe.deepspeed_moe.time_salltoall
+               for layer in moe.moe_layers(clf)) / 1000.0
+
+
+def worker(args) -> None:
+    """One configuration, inside torchrun: time `steps` optimizer steps after WARMUP steps."""
+    from stilts_trainer import engine, formats
+    from stilts_trainer.sampling import TrainingSet
+
+    ctx, job, clf, tokenizer, items = build(args)
+    collate, calls, tokens, at_start = formats.get("classification").collate, [], [], []
+
+    def timed_collate(features, pad_id):  # called once per step (no accumulation here), as the step begins
+        calls.append(time.perf_counter())
+        if len(calls) == WARMUP + 1:
+            at_start.append(a2a_seconds(clf))
+        if len(calls) > WARMUP:
+            tokens.append(sum(len(f["input_ids"]) for f in features))
+        return collate(features, pad_id)
+
+    engine.train(job, ctx, clf, TrainingSet({"mnli": items}, {"mnli": timed_collate}),
                  tokenizer.pad_token_id, save_best=lambda m: None, evaluator=lambda m: 0.0)
-    elapsed = time.perf_counter() - start
-    a2a = sum(layer.moe.deepspeed_moe.time_falltoall + layer.moe.deepspeed_moe.time_salltoall
-              for layer in moe.moe_layers(clf)) / 1000.0  # ms -> s; DeepSpeed accumulates over forwards
-    if ctx.is_main:
-        print("RESULT " + json.dumps({"seconds": elapsed, "tokens": tokens, "a2a_seconds": a2a,
-                                      "steps": args.steps}), flush=True)
+    elapsed = time.perf_counter() - calls[WARMUP]
+    if ctx.is_main:  # tokens: this rank's times the ranks (both draw from the same examples)
+        print("RESULT " + json.dumps({"seconds": elapsed, "tokens": sum(tokens) * ctx.world,
+                                      "a2a_seconds": a2a_seconds(clf) - at_start[0], "steps": args.steps}),
+              flush=True)
 
 
 def free_port() -> int:
@@ -99,9 +129,12 @@ def main() -> None:
     parser.add_argument("--worker", action="store_true")
     parser.add_argument("--moe", default="")
     parser.add_argument("--tmp", default="")
+    parser.add_argument("--smoke", action="store_true", help="3 steps, once: checks every configuration runs")
     args = parser.parse_args()
     if args.worker:
         return worker(args)
+    if args.smoke:
+        args.steps, args.repeats = 3, 1
     best: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.repeats):
@@ -110,11 +143,12 @@ def main() -> None:
                 if name not in best or r["seconds"] < best[name]["seconds"]:
                     best[name] = r
     dense = best["dense"]
-    print(f"2 processes (gloo, CPU), {args.steps} steps of global batch 32, best of {args.repeats}")
+    print(f"2 processes (gloo, CPU), {args.steps} steps of global batch 32 after {WARMUP} warmup steps, "
+          f"best of {args.repeats}")
     print(f"{'config':<16} {'step ms':>8} {'tokens/s':>9} {'vs dense':>9} {'a2a share (fwd)':>16}")
     for name, r in best.items():
         step = r["seconds"] / r["steps"]
-        share = r["a2a_seconds"] / r["seconds"]  # forward all-to-all on rank 0, whole run
+        share = r["a2a_seconds"] / r["seconds"]  # forward all-to-all on rank 0, timed steps
         print(f"{name:<16} {step * 1000:8.1f} {r['tokens'] / r['seconds']:9.0f} "
               f"{dense['seconds'] / r['seconds']:8.2f}x {share:15.1%}")
 

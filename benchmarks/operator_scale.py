@@ -5,6 +5,7 @@ time until every ready job exists, jobs created per second, the time until every
 Succeeded, reconcile latency p50/p95 (from the operator's histogram), and the operator's peak memory.
 
     .venv/bin/python benchmarks/operator_scale.py [--experiments 20]
+    .venv/bin/python benchmarks/operator_scale.py --smoke   # 2 experiments of one seed and one task (a check)
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -29,6 +31,7 @@ from tests.cluster.harness import ControlPlane, OUR_CRD, PYTORCHJOB_CRD, free_po
 SPEC = {"dataSource": "hub", "intermediateTasks": ["anli", "mnli", "qqp"], "seeds": [1, 2, 3, 4, 5],
         "maxConcurrentJobs": 60, "retries": {"limit": 1, "backoffSeconds": 1},
         "backbones": [{"name": "dense", "model": "FacebookAI/xlm-roberta-large", "gpusPerWorker": 8}]}
+SMOKE_SPEC = {**SPEC, "intermediateTasks": ["mnli"], "seeds": [1]}  # the same kinds of job, fewer of each
 
 
 def quantile(buckets: list[tuple[float, float]], q: float) -> float:
@@ -60,11 +63,16 @@ def finish_leader(core, job: dict, now: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiments", type=int, default=20)
+    parser.add_argument("--smoke", action="store_true", help="2 small experiments (the suite runs it)")
     args = parser.parse_args()
     if missing_binaries():
         sys.exit(f"control-plane binaries missing: {missing_binaries()} (run `make controlplane`)")
-    per_experiment = len(plan(parse_spec(SPEC)))
-    plane = ControlPlane(Path(tempfile.mkdtemp()))
+    spec = SMOKE_SPEC if args.smoke else SPEC
+    if args.smoke:
+        args.experiments = 2
+    per_experiment = len(plan(parse_spec(spec)))
+    workdir = Path(tempfile.mkdtemp(prefix="stilts-operator-scale-"))
+    plane = ControlPlane(workdir)
     try:
         plane.start(controller_manager=False)
         plane.apply_crd(OUR_CRD)
@@ -82,7 +90,7 @@ def main() -> None:
         for i in range(args.experiments):
             custom.create_namespaced_custom_object(GROUP, VERSION, "bench", PLURAL, {
                 "apiVersion": f"{GROUP}/{VERSION}", "kind": "TransferExperiment", "metadata": {"name": f"x{i}"},
-                "spec": SPEC})
+                "spec": spec})
         total = args.experiments * per_experiment
         seen: dict[str, float] = {}
         done: set[str] = set()
@@ -137,6 +145,7 @@ def main() -> None:
               f"{final.count('Succeeded')}/{len(final)}")
     finally:
         plane.stop()
+    shutil.rmtree(workdir, ignore_errors=True)  # etcd's data; kept, with the logs, when a run fails
 
 
 if __name__ == "__main__":

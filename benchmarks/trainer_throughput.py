@@ -8,6 +8,7 @@ by length, and a bare PyTorch loop on stilts' own batches (the floor: what any t
 must compute). The Trainer runs in a fresh process of its own.
 
     .venv/bin/python benchmarks/trainer_throughput.py [--steps 60] [--repeats 3]
+    .venv/bin/python benchmarks/trainer_throughput.py --smoke   # every arm for a few steps, once (a check)
 """
 
 from __future__ import annotations
@@ -131,12 +132,12 @@ def hf_alone(tokenizer, examples, steps: int, batch: int, max_len: int, warmup: 
         return hf_trainer(tokenizer, examples, steps, batch, max_len, Path(tmp), warmup, group_by_length)
 
 
-def evaluation(tokenizer, max_len: int, dynamic: bool, batch: int) -> float:
+def evaluation(tokenizer, max_len: int, dynamic: bool, batch: int, limit: int) -> float:
     ctx = engine.init_distributed()
     torch.manual_seed(0)
     clf = classifier(tokenizer).eval()
     examples = [e for lang in synthetic.XNLI_LANGUAGES
-                for e in data.load_examples("xnli", "test", "synthetic", 0, lang)][:6000]
+                for e in data.load_examples("xnli", "test", "synthetic", 0, lang)][:limit]
     xnli = tasks.get("xnli")
     items = data.encode(xnli, examples, tokenizer, max_len, xnli.labels)
     start = time.perf_counter()
@@ -160,7 +161,11 @@ def main() -> None:
     parser.add_argument("--max-len", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=10, help="steps left out of the timing")
+    parser.add_argument("--eval-examples", type=int, default=6000)
+    parser.add_argument("--smoke", action="store_true", help="6 steps, batch 8, once (the suite runs it)")
     args = parser.parse_args()
+    if args.smoke:
+        args.steps, args.warmup, args.batch, args.repeats, args.eval_examples = 6, 2, 8, 1, 256
     import transformers
     transformers.utils.logging.set_verbosity_error()
     tokenizer, examples, items = setup(args.max_len)
@@ -177,8 +182,10 @@ def main() -> None:
                 with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as alone:
                     best[key] = max(best[key], alone.submit(hf_alone, tokenizer, examples, args.steps, args.batch,
                                                             args.max_len, args.warmup, grouped).result())
-            best["dynamic"] = max(best["dynamic"], evaluation(tokenizer, args.max_len, True, args.batch * 4))
-            best["fixed"] = max(best["fixed"], evaluation(tokenizer, args.max_len, False, args.batch * 4))
+            best["dynamic"] = max(best["dynamic"], evaluation(tokenizer, args.max_len, True, args.batch * 4,
+                                                           args.eval_examples))
+            best["fixed"] = max(best["fixed"], evaluation(tokenizer, args.max_len, False, args.batch * 4,
+                                                       args.eval_examples))
     print(f"threads={torch.get_num_threads()} steps={args.steps} (timed after {args.warmup}) batch={args.batch} "
           f"max_len={args.max_len} repeats={args.repeats} (best of)")
     print(f"training tokens/s   stilts (DeepSpeed) {best['ours']:10.0f}   HF Trainer {best['hf']:10.0f}   "

@@ -444,7 +444,7 @@ def _resume(engine, root: Path, ctx: Context, generator: torch.Generator) -> Loo
     for ckpt in reversed(candidates):
         outcome, problem = LOADED, ""
         try:
-            path, client = engine.load_checkpoint(str(root), tag=ckpt.name, load_module_strict=True)
+            path, client = safe_load.load_checkpoint(engine, root, ckpt.name)
             if path is None or client is None:
                 raise RuntimeError("DeepSpeed found no loadable state")
             rng = safe_load.load(_rng_file(ckpt, ctx.rank))
