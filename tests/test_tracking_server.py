@@ -252,3 +252,34 @@ def test_a_server_stopped_mid_run_costs_training_no_time_and_loses_nothing(tmp_p
     run = job_run(client, "outage")
     assert steps(client, run, "train/loss") == EVERY_REPORT, "nothing lost, nothing twice"
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
+
+
+def test_a_cluster_report_goes_to_the_parent_run_its_jobs_made(tmp_path, server, client, monkeypatch, capsys):
+    """`stilts report tx/NAME` of a tracked experiment logs the report to the parent run its trainers made
+    (found by the experiment's namespace/name/uid), and ends it with the experiment."""
+    from types import SimpleNamespace
+
+    from stilts import cli
+    from stilts.plan import plan
+    from stilts.spec import parse_spec
+
+    spec = {"dataSource": "synthetic", "seeds": [1, 2], "intermediateTasks": ["qqp"],
+            "backbones": [{"name": "dense", "model": "stilts/tiny-xlmr", "gpusPerWorker": 0},
+                          {"name": "moe", "model": "stilts/tiny-xlmr", "architecture": "moe", "gpusPerWorker": 0,
+                           "moe": {"experts": 4, "expertParallelSize": 1}}],
+            "tracking": {"mlflow": {"uri": server.uri, "experimentName": "cluster-reports"}}}
+    experiment = {"metadata": {"namespace": "team", "name": "exp", "uid": "u-123"}, "spec": spec,
+                  "status": {"phase": "Succeeded"}}
+    key = "team/exp/u-123"
+    experiment_id = contract.ensure_experiment(client, "cluster-reports")
+    parent = contract.ensure_parent(client, experiment_id, key, "exp")  # as the first trainer makes it
+    jobs = plan(parse_spec(spec))
+    results = {j.hash: {"test": {"en": 0.8 + 0.01 * (j.backbone == "moe"), "de": 0.6 + 0.01 * j.seed},
+                        "testItems": 1000} for j in jobs if j.phase == "evaluate"}
+    seen = SimpleNamespace(name="exp", jobs=jobs, results=results, experiment=experiment)
+    monkeypatch.setattr(cli, "_cluster", lambda args: (SimpleNamespace(load=lambda *a: seen), None, "team"))
+    assert cli.main(["report", "tx/exp", "--out", str(tmp_path / "report")]) == 0
+    assert f"MLflow: report logged to run {parent}" in capsys.readouterr().out
+    run = client.get_run(parent)
+    assert run.info.status == "FINISHED" and run.data.metrics["runs"] == len(results)
+    assert {"report.json", "report.txt", "heatmap.png", "answer.png"} <= {a.path for a in client.list_artifacts(parent)}

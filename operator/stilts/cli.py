@@ -142,9 +142,11 @@ def cmd_report(args) -> int:
     from . import report
 
     name = _cluster_name(args.target)
+    seen = None
     if name:
         cluster, api, namespace = _cluster(args)
-        inputs = report.from_cluster(cluster.load(api, namespace, name, args.backend))
+        seen = cluster.load(api, namespace, name, args.backend)
+        inputs = report.from_cluster(seen)
         out = Path(args.out or f"report-{name}")
     else:
         directory = Path(args.target)
@@ -165,6 +167,12 @@ def cmd_report(args) -> int:
         out = Path(args.out) if args.out else directory
     print(report.write(inputs, out, args.split))
     print("report: " + ", ".join(str(p) for p in report.outputs(out)))
+    experiment = getattr(seen, "experiment", None)
+    from .manifests import tracking as tracking_settings
+    if experiment and (settings := tracking_settings(experiment)):
+        # The experiment's parent run (its jobs made it) gets the report, with this user's credentials.
+        from .tracking import log_report
+        print(log_report(settings, out, finished=(experiment.get("status") or {}).get("phase") == "Succeeded"))
     return 0
 
 
