@@ -449,7 +449,8 @@ def _answer(inputs: Inputs, history: list[dict], interaction: dict, runs: list[R
                       "comparisons": {k: {"mean": c["mean"], "low": c["low"], "high": c["high"],
                                           "halfWidth": _half(c), "decided": k in h["claimed"]}
                                       for k, c in h["figures"].items()}} for h in history],
-           "comparisons": {}, "pending": sum(1 for r in inputs.runs if history and r.seed > history[-1]["seeds"])}
+           "comparisons": {}, "pending": sum(1 for r in inputs.runs
+                          if history and history[-1]["seeds"] < r.seed <= design.max_seeds)}
     widths = []
     for key, result in interaction.items():
         paired = result["languages"].get(AVG, {}).get("paired")
