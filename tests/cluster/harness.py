@@ -216,7 +216,8 @@ def make_certs(workdir: Path, ca_name: str, dns_names: list[str], ips: tuple[str
 
 @dataclass
 class TrainingOperator:
-    """The Kubeflow training operator run out of cluster (see shared notes, control-plane.md)."""
+    """The Kubeflow training operator run out of cluster, built by hack/controlplane/build.sh (docs/architecture.md,
+    the test control plane)."""
     plane: ControlPlane
     namespace: str = "kubeflow"
     process: Process | None = None
@@ -370,8 +371,8 @@ def _healthy(port: int) -> bool:
 @dataclass
 class TrainerV2:
     """Kubeflow Trainer v2 (TrainJob -> JobSet), JobSet (-> Jobs, whose pods kube-controller-manager's
-    job controller creates) and Kueue, run out of cluster against the test API server, as
-    ../shared/notes/trainer-v2.md found to work: one CA and server certificate for every webhook
+    job controller creates) and Kueue, run out of cluster against the test API server (built by
+    hack/controlplane/build.sh), in the way found to work: one CA and server certificate for every webhook
     server, JobSet's webhooks registered (its controller needs its defaulting), Kueue's certificates
     pre-seeded and its CRDs' conversion webhooks pointed at it."""
     plane: ControlPlane
