@@ -62,3 +62,16 @@ def pretrained(tmp_path_factory) -> Path:
     result = run_trainer(job, out.parent)
     assert result.returncode == 0, result.stderr[-3000:]
     return out
+
+
+def holding(path: Path) -> set[int]:
+    """Processes with a file under `path` open (a trainer holds its job's train.log as stdout): the check that
+    finds a forked trainer, whose command line names no path."""
+    found = set()
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if any(os.readlink(fd).startswith(str(path)) for fd in fd_dir.iterdir()):
+                found.add(int(fd_dir.parent.name))
+        except OSError:  # gone, or not ours to read
+            continue
+    return found - {os.getpid()}

@@ -4,11 +4,13 @@ the test runner). Prints one JSON object."""
 import json
 import sys
 import tempfile
+from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
-from stilts_trainer import backbones, engine, model, moe, synthetic
-from stilts_trainer.job import BackboneRef as Backbone, MoE
+from stilts_trainer import backbones, engine, model, moe, phases, synthetic
+from stilts_trainer.job import BackboneRef as Backbone, MoE, parse
 
 
 def main() -> None:
@@ -68,7 +70,29 @@ def main() -> None:
             routed_same &= all(torch.equal(a, layer.counts) for a, layer in zip(routed, moe.moe_layers(module)))
     out["mask_paths_max_diff"] = max(diffs)
     out["mask_paths_routed_same"] = routed_same
+    out.update(common_heads(directory))
     json.dump(out, sys.stdout)
+
+
+def common_heads(directory: str) -> dict:
+    """The task models phases builds for a dense and an upcycled MoE backbone at one seed: their heads
+    (the only weights a phase draws) must be equal, so the arms of a seed are paired by common random
+    numbers; another seed must draw another head."""
+    ctx = engine.init_distributed()
+    members = {"mnli": SimpleNamespace(task=SimpleNamespace(format="classification"), labels=("e", "n", "c"))}
+    parent = tempfile.mkdtemp()  # a finished parent job, as parse checks; the weights come from directory
+    Path(parent, "COMPLETE").write_text("{}")
+    heads = {}
+    for name, seed, backbone in (("dense", 3, {"name": "dense", "model": "stilts/tiny-xlmr"}),
+                                 ("moe", 3, {"name": "moe", "model": "stilts/tiny-xlmr", "architecture": "moe",
+                                             "moe": {"experts": 4, "topK": 2, "everyNLayers": 2,
+                                                     "expertParallelSize": 1}}),
+                                 ("dense-next-seed", 4, {"name": "dense", "model": "stilts/tiny-xlmr"})):
+        job = parse({"phase": "target", "task": "mnli", "backbone": backbone, "dataSource": "synthetic",
+                     "seed": seed, "output": tempfile.mkdtemp(), "parent": parent})
+        heads[name] = phases._task_module(job, directory, members, ctx).heads.state_dict()
+    same = lambda a, b: all(torch.equal(heads[a][k], heads[b][k]) for k in heads[a])
+    return {"heads_equal_across_backbones": same("dense", "moe"), "heads_equal_across_seeds": same("dense", "dense-next-seed")}
 
 
 if __name__ == "__main__":

@@ -42,6 +42,13 @@ def test_the_mask_built_without_a_device_read_gives_what_transformers_gives(chec
     assert checks["mask_paths_routed_same"], "padding stays out of routing with the trainer's mask"
 
 
+def test_a_seed_starts_dense_and_moe_with_the_same_head(checks):
+    """Common random numbers: the MoE's routers are drawn before the head, yet both arms of a seed get
+    the same head, so the moe-vs-dense contrast pairs runs that start from the same function."""
+    assert checks["heads_equal_across_backbones"]
+    assert not checks["heads_equal_across_seeds"]
+
+
 def test_top1_upcycle_does_not_reproduce_dense_as_documented(checks):
     assert checks["top1_max_diff"] > 1e-3
 

@@ -216,7 +216,7 @@ def score(module, td: TaskData, full: bool, job: Job, ctx: engine.Context, pad_i
 def _task_module(job: Job, source: str, members: dict[str, TaskData], ctx: engine.Context) -> model.TaskModel:
     """The inherited encoder (keeping its masked-LM head when MLM batches are mixed in) with one head per
     member task, the bottom layers frozen."""
-    torch.manual_seed(job.seed)
+    torch.manual_seed(job.seed + 1)  # an upcycled MoE's routers
     heads = [model.HeadSpec(name, td.task.format, td.labels) for name, td in members.items()]
     lm_head = None
     if job.mlm_mix:  # tied to the embeddings, so the mixed-in batches train what the tasks read
@@ -225,6 +225,11 @@ def _task_module(job: Job, source: str, members: dict[str, TaskData], ctx: engin
     else:
         encoder = model.build_encoder(source, job.backbone, ctx.world)
     model.freeze_bottom(encoder, job.hyperparameters.frozen_layers)
+    # The heads are drawn from the seed alone, after whatever the backbone drew, so every arm of a seed
+    # starts with the same head (and, from the engine, the same batches): common random numbers. A freshly
+    # upcycled top-2 MoE computes the dense function, so its run then tracks the dense run of its seed and
+    # the paired moe-vs-dense contrast loses most of the seed noise (docs/statistics.md).
+    torch.manual_seed(job.seed)
     return model.TaskModel(encoder, heads, model.aux_loss(job.backbone), lm_head=lm_head)
 
 
