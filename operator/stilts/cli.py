@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -109,6 +110,20 @@ def cmd_operator(args) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP to `stilts run` (`timeout`, `kill`, a closed terminal, a process manager), handled as
+    Ctrl-C is: the jobs run in sessions of their own, so without this they would train on, orphaned, into
+    the directories that the next `stilts run` of the same root starts its own trainers in."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminated(signum, frame):
+    raise Terminated(signum)
+
+
 def cmd_run(args) -> int:
     from .local import LocalExecutor
     from .report import from_directory, outputs, write
@@ -116,8 +131,12 @@ def cmd_run(args) -> int:
     exp = load_experiment(args.file)
     executor = LocalExecutor(exp, root=Path(args.root), nproc=args.nproc, parallel=args.parallel,
                              checkpoint_every_steps=args.checkpoint_every, mlflow=args.mlflow)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _terminated)
     try:
         ok = executor.run()
+    except Terminated as stop:
+        return 128 + stop.signum
     except KeyboardInterrupt:
         return 130
     run_dir = executor.dir

@@ -16,11 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from stilts_contract.names import Exit, launcher_exit
 from stilts_trainer import launch
 from stilts_trainer.preemption import Preempted, Watch
-from tests.conftest import REPO, job_body, run_trainer, trainer_command
+from tests.conftest import REPO, holding, job_body, run_trainer, trainer_command
 
 HP = {"maxTrainExamples": 320, "maxSteps": 4, "evalEverySteps": 1000, "evalExamples": 64}
 
@@ -343,3 +344,37 @@ def test_ctrl_c_gives_running_local_jobs_the_clusters_grace_to_commit_then_kills
     assert processes["hangs"].returncode == -signal.SIGKILL
     assert 9 <= took < 15, took
     assert "waiting up to 10 s (spec.scheduling.terminationGracePeriodSeconds)" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_or_a_closed_terminal_stops_stilts_run_as_ctrl_c_does(tmp_path, signum):
+    """`timeout`, `kill` or a closed terminal stop `stilts run` as Ctrl-C does: its running trainers commit a
+    checkpoint and exit, and none trains on, orphaned, into a directory the next run would start its own
+    trainer in (they run in sessions of their own, so a dying executor used to leave them running)."""
+    from benchmarks.demo_time import smoke_spec
+
+    spec = smoke_spec(tmp_path)
+    doc = yaml.safe_load(spec.read_text())
+    doc["spec"]["training"]["pretrain"]["maxSteps"] = 2000  # long enough to be running when the signal comes
+    spec.write_text(yaml.safe_dump(doc))
+    root = tmp_path / "runs"
+    cli = subprocess.Popen([sys.executable, "-m", "stilts.cli", "run", str(spec), "--root", str(root)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not list(root.glob("*/*/progress.json")):  # the pretrain job is training
+        assert cli.poll() is None and time.time() < deadline, cli.communicate()[0][-3000:]
+        time.sleep(0.2)
+    (job,) = [p.parent for p in root.glob("*/*/progress.json")]
+    try:
+        assert holding(job) - {cli.pid}, "the running trainer holds its log"
+        cli.send_signal(signum)
+        out, _ = cli.communicate(timeout=60)
+        assert cli.returncode == 128 + signum, out[-3000:]
+        assert "interrupted" in out, out[-3000:]
+        assert not holding(root), "no trainer left behind"
+    finally:  # what a failure left behind must not train on into the rest of the suite
+        for pid in holding(root):
+            os.kill(pid, signal.SIGKILL)
+    assert "SIGTERM: finishing this step, then committing a checkpoint" in (job / "train.log").read_text()
+    assert committed(job), "it committed before it stopped"
