@@ -67,11 +67,18 @@ def pretrained(tmp_path_factory) -> Path:
 def holding(path: Path) -> set[int]:
     """Processes with a file under `path` open (a trainer holds its job's train.log as stdout): the check that
     finds a forked trainer, whose command line names no path."""
+    prefix = str(Path(path).resolve()) + os.sep
     found = set()
     for fd_dir in Path("/proc").glob("[0-9]*/fd"):
         try:
-            if any(os.readlink(fd).startswith(str(path)) for fd in fd_dir.iterdir()):
-                found.add(int(fd_dir.parent.name))
+            fds = list(fd_dir.iterdir())
         except OSError:  # gone, or not ours to read
             continue
+        for fd in fds:
+            try:
+                if os.readlink(fd).startswith(prefix):
+                    found.add(int(fd_dir.parent.name))
+                    break
+            except OSError:  # this descriptor closed meanwhile; the others still count
+                continue
     return found - {os.getpid()}

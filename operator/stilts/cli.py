@@ -120,7 +120,14 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
 def _terminated(signum, frame):
+    # Once: `timeout` signals the process and then its group, and a second signal would cut the jobs'
+    # grace short (a second Ctrl-C still does that, on purpose).
+    for other in STOP_SIGNALS:
+        signal.signal(other, signal.SIG_IGN)
     raise Terminated(signum)
 
 
@@ -131,14 +138,20 @@ def cmd_run(args) -> int:
     exp = load_experiment(args.file)
     executor = LocalExecutor(exp, root=Path(args.root), nproc=args.nproc, parallel=args.parallel,
                              checkpoint_every_steps=args.checkpoint_every, mlflow=args.mlflow)
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _terminated)
+    # `nohup stilts run` keeps ignoring the hangup.
+    before = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     try:
+        for signum, handler in before.items():
+            if handler is not signal.SIG_IGN:
+                signal.signal(signum, _terminated)
         ok = executor.run()
     except Terminated as stop:
         return 128 + stop.signum
     except KeyboardInterrupt:
         return 130
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
     run_dir = executor.dir
     if any(j.phase == "evaluate" and executor.records.get(j.hash, {}).get("state") == "Succeeded"
            for j in executor.jobs):

@@ -9,6 +9,7 @@ running jobs (they keep their step checkpoints); running the same command again 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -100,15 +101,33 @@ class ForkedTrainer:
         self._process = ForkedTrainer._context.Process(target=_forked_main, args=(argv, str(log), env), daemon=False)
         self._process.start()
         self.pid = self._process.pid
+        self._started = _stat(self.pid)[1]
 
     def poll(self) -> int | None:
-        return self._process.exitcode
+        code = self._process.exitcode
+        # The exit code comes through the forkserver, and multiprocessing reads 255 when the server died: a
+        # signal to the whole process group (`timeout`, a hangup) kills it, while the trainer, in a session
+        # of its own, trains on. Then running is what the trainer's pid says.
+        return None if code == 255 and _stat(self.pid) == ("R", self._started) else code
 
     def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.time() + timeout
         self._process.join(timeout)
-        if self._process.exitcode is None:
-            raise subprocess.TimeoutExpired("stilts_trainer", timeout)
-        return self._process.exitcode
+        while (code := self.poll()) is None:
+            if deadline is not None and time.time() >= deadline:
+                raise subprocess.TimeoutExpired("stilts_trainer", timeout)
+            time.sleep(0.05)
+        return code
+
+
+def _stat(pid: int) -> tuple[str, str]:
+    """("R", start time) while the process runs (any state but exited), ("", "") once it has exited or is
+    gone; the start time tells it from a later process given the same pid."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return "", ""
+    return ("", "") if fields[0] in ("Z", "X") else ("R", fields[19])
 
 
 def _forked_main(argv: list[str], log: str, env: dict[str, str]) -> None:
@@ -304,10 +323,13 @@ class LocalExecutor:
             c = counts(self.records)
             line = (f"[{c['Succeeded']}/{len(self.jobs)} done, {sum(c[s] for s in ACTIVE)} running, "
                     f"{c['Failed'] + c['Blocked']} failed] {text}")
-            if self.live:
-                self.live.console.print(line, highlight=False)
-            else:
-                print(line, flush=True)
+            try:
+                if self.live:
+                    self.live.console.print(line, highlight=False)
+                else:
+                    print(line, flush=True)
+            except OSError:  # the terminal hung up, or the pipe's reader died: stopping must go on without it
+                self.echo = False
 
     def show_progress(self, now: float) -> None:
         """On a terminal: a bar per running job (step / total, the trainer's ETA) and one for the grid."""
@@ -398,7 +420,8 @@ class LocalExecutor:
             return self._run(poll_seconds)
         finally:
             if self.live:
-                self.live.stop()
+                with contextlib.suppress(OSError):
+                    self.live.stop()
                 self.live = None
 
     def _adopt_complete(self) -> None:

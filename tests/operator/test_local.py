@@ -128,3 +128,20 @@ def test_each_job_runs_with_its_planned_world_size_or_a_valid_override(tmp_path)
     with pytest.raises(SpecError) as info:
         local.LocalExecutor(parse_experiment(doc), root=tmp_path / "runs", nproc=3, echo=False)
     assert "--nproc 3" in str(info.value) and "batchSize" in str(info.value) and "Leave --nproc out" in str(info.value)
+
+
+def test_a_hung_up_terminal_does_not_stop_the_stopping(tmp_path, monkeypatch):
+    """After a hangup, writes to the terminal fail (EIO; a dead pipe reader: EPIPE). The interrupt path prints
+    before it stops the jobs, so a failing print must not skip stopping them."""
+    import builtins
+    import errno
+
+    ex = executor(tmp_path)
+    ex.echo = True
+
+    def hung_up(*args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(builtins, "print", hung_up)
+    ex.say("interrupted: running jobs finish their step")
+    assert ex.echo is False, "later lines are not tried on a terminal that is gone"

@@ -347,11 +347,15 @@ def test_ctrl_c_gives_running_local_jobs_the_clusters_grace_to_commit_then_kills
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
-def test_sigterm_or_a_closed_terminal_stops_stilts_run_as_ctrl_c_does(tmp_path, signum):
-    """`timeout`, `kill` or a closed terminal stop `stilts run` as Ctrl-C does: its running trainers commit a
-    checkpoint and exit, and none trains on, orphaned, into a directory the next run would start its own
-    trainer in (they run in sessions of their own, so a dying executor used to leave them running)."""
+@pytest.mark.parametrize("signum, group", [(signal.SIGTERM, False), (signal.SIGHUP, False), (signal.SIGTERM, True)],
+                         ids=["sigterm", "sighup", "sigterm-to-its-group"])
+def test_sigterm_or_sighup_stops_stilts_run_as_ctrl_c_does(tmp_path, signum, group):
+    """`kill`, `timeout` or a hangup stop `stilts run` as Ctrl-C does: its running trainers commit a checkpoint
+    and exit, and none trains on, orphaned, into a directory the next run would start its own trainer in
+    (they run in sessions of their own, so a dying executor used to leave them running). `timeout` and a
+    hangup signal the whole process group, which kills the forkserver the trainers fork from: here it
+    dies first, the worst order, and the executor must neither take its trainer for ended (and start a
+    second one in the same directory) nor leave it running."""
     from benchmarks.demo_time import smoke_spec
 
     spec = smoke_spec(tmp_path)
@@ -360,14 +364,21 @@ def test_sigterm_or_a_closed_terminal_stops_stilts_run_as_ctrl_c_does(tmp_path, 
     spec.write_text(yaml.safe_dump(doc))
     root = tmp_path / "runs"
     cli = subprocess.Popen([sys.executable, "-m", "stilts.cli", "run", str(spec), "--root", str(root)],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.time() + 120
     while not list(root.glob("*/*/progress.json")):  # the pretrain job is training
         assert cli.poll() is None and time.time() < deadline, cli.communicate()[0][-3000:]
         time.sleep(0.2)
     (job,) = [p.parent for p in root.glob("*/*/progress.json")]
     try:
-        assert holding(job) - {cli.pid}, "the running trainer holds its log"
+        trainers = holding(job) - {cli.pid}
+        assert trainers, "the running trainer holds its log"
+        if group:
+            (server,) = [int(p.name) for p in Path("/proc").glob("[0-9]*")
+                         if _parent(int(p.name)) == cli.pid and b"forkserver" in _cmdline(int(p.name))]
+            kill_and_wait(server)
+            time.sleep(2)  # several passes of the executor's loop
+            assert holding(job) - {cli.pid} == trainers, "the same trainer, and no second one"
         cli.send_signal(signum)
         out, _ = cli.communicate(timeout=60)
         assert cli.returncode == 128 + signum, out[-3000:]
@@ -378,3 +389,17 @@ def test_sigterm_or_a_closed_terminal_stops_stilts_run_as_ctrl_c_does(tmp_path, 
             os.kill(pid, signal.SIGKILL)
     assert "SIGTERM: finishing this step, then committing a checkpoint" in (job / "train.log").read_text()
     assert committed(job), "it committed before it stopped"
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
