@@ -32,7 +32,9 @@ def test_valid_experiments_are_accepted_and_defaulted(control_plane, namespace):
     # Defaults from the schema: fields the file leaves out come back filled in.
     assert created["spec"]["storage"]["retainOnDelete"] is True
     assert created["spec"]["training"]["target"]["adamEpsilon"] if "adamEpsilon" in created["spec"]["training"]["target"] else True
-    assert created["spec"]["training"]["intermediate"]["earlyStoppingPatience"] == 4
+    assert "earlyStoppingPatience" not in DEMO["spec"]["training"]["intermediate"]
+    assert created["spec"]["training"]["intermediate"]["earlyStoppingPatience"] == 30
+    assert created["spec"]["training"]["intermediate"]["evalEverySteps"] == 80  # and what it sets is kept
     assert created["spec"]["retries"]["limit"] == 2
 
 

@@ -33,6 +33,9 @@ SYNTHETIC_CORPUS_PER_LANGUAGE = 1500
 HUB_CORPUS = (MlmMix().corpus, MlmMix().corpus_config, MlmMix().text_field)
 
 
+# Routers draw from a stream of their own, apart from every seed's heads (which use the seed itself).
+ROUTER_STREAM = 2**32
+
 def model_source(job: Job) -> str:
     """Where this phase's starting weights live: the parent's output, or the backbone itself."""
     if job.parent:
@@ -216,7 +219,7 @@ def score(module, td: TaskData, full: bool, job: Job, ctx: engine.Context, pad_i
 def _task_module(job: Job, source: str, members: dict[str, TaskData], ctx: engine.Context) -> model.TaskModel:
     """The inherited encoder (keeping its masked-LM head when MLM batches are mixed in) with one head per
     member task, the bottom layers frozen."""
-    torch.manual_seed(job.seed + 1)  # an upcycled MoE's routers
+    torch.manual_seed(ROUTER_STREAM + job.seed)  # an upcycled MoE's routers
     heads = [model.HeadSpec(name, td.task.format, td.labels) for name, td in members.items()]
     lm_head = None
     if job.mlm_mix:  # tied to the embeddings, so the mixed-in batches train what the tasks read
