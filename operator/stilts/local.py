@@ -101,14 +101,14 @@ class ForkedTrainer:
         self._process = ForkedTrainer._context.Process(target=_forked_main, args=(argv, str(log), env), daemon=False)
         self._process.start()
         self.pid = self._process.pid
-        self._started = _stat(self.pid)[1]
+        self._started = _start_time(self.pid)
 
     def poll(self) -> int | None:
         code = self._process.exitcode
         # The exit code comes through the forkserver, and multiprocessing reads 255 when the server died: a
         # signal to the whole process group (`timeout`, a hangup) kills it, while the trainer, in a session
         # of its own, trains on. Then running is what the trainer's pid says.
-        return None if code == 255 and _stat(self.pid) == ("R", self._started) else code
+        return None if code == 255 and self._started and _start_time(self.pid) == self._started else code
 
     def wait(self, timeout: float | None = None) -> int:
         deadline = None if timeout is None else time.time() + timeout
@@ -120,14 +120,14 @@ class ForkedTrainer:
         return code
 
 
-def _stat(pid: int) -> tuple[str, str]:
-    """("R", start time) while the process runs (any state but exited), ("", "") once it has exited or is
-    gone; the start time tells it from a later process given the same pid."""
+def _start_time(pid: int) -> str:
+    """When the process started, while it runs ("" once it has exited or is gone): it tells the process
+    from a later one given the same pid."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return "", ""
-    return ("", "") if fields[0] in ("Z", "X") else ("R", fields[19])
+        return ""
+    return "" if fields[0] in ("Z", "X") else fields[19]
 
 
 def _forked_main(argv: list[str], log: str, env: dict[str, str]) -> None:

@@ -374,8 +374,8 @@ def test_sigterm_or_sighup_stops_stilts_run_as_ctrl_c_does(tmp_path, signum, gro
         trainers = holding(job) - {cli.pid}
         assert trainers, "the running trainer holds its log"
         if group:
-            (server,) = [int(p.name) for p in Path("/proc").glob("[0-9]*")
-                         if _parent(int(p.name)) == cli.pid and b"forkserver" in _cmdline(int(p.name))]
+            children = Path(f"/proc/{cli.pid}/task/{cli.pid}/children").read_text().split()
+            (server,) = [int(pid) for pid in children if b"forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()]
             kill_and_wait(server)
             time.sleep(2)  # several passes of the executor's loop
             assert holding(job) - {cli.pid} == trainers, "the same trainer, and no second one"
@@ -389,17 +389,3 @@ def test_sigterm_or_sighup_stops_stilts_run_as_ctrl_c_does(tmp_path, signum, gro
             os.kill(pid, signal.SIGKILL)
     assert "SIGTERM: finishing this step, then committing a checkpoint" in (job / "train.log").read_text()
     assert committed(job), "it committed before it stopped"
-
-
-def _parent(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return -1
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""

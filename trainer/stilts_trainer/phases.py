@@ -36,6 +36,7 @@ HUB_CORPUS = (MlmMix().corpus, MlmMix().corpus_config, MlmMix().text_field)
 # Routers draw from a stream of their own, apart from every seed's heads (which use the seed itself).
 ROUTER_STREAM = 2**32
 
+
 def model_source(job: Job) -> str:
     """Where this phase's starting weights live: the parent's output, or the backbone itself."""
     if job.parent:
