@@ -79,6 +79,10 @@ HOST_MEMORY_LINES = [r"checkpoint [\d.]+ GiB", r"^  runtime only .* peak +[\d.]+
                      r"^  \+ the masked-LM.* peak"]
 MOE_LINES = [r"^config +step ms +tokens/s", r"^dense +[\d.]+ +\d+ +1\.00x",
              *(rf"^moe top-{k} ep={ep} +[\d.]+ +\d+ +[\d.]+x" for k in (1, 2) for ep in (1, 2))]
+NOISE_LINES = [r"^pretrained model and seed 1 by `stilts run`: \d+ s",
+               r"seed 1 in-process matches the executor's: yes\)$",  # else the runs would not isolate the seed
+               *(rf"^\| {what}[^|]* \| 2 \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+-[\d.]+ \|$"
+                 for what in ("which MNLI", "the order", "the classification head", "all three"))]
 OPERATOR_LINES = [r"^2 experiments x \d+ jobs", r"^all \d+ jobs created and succeeded", r"^reconciles \d+; latency p50",
                   r"experiments Succeeded: 2/2$"]
 TRAINER_LINES = [r"^training tokens/s .* ratio [\d.]+", r"^  both grouping .* ratio", r"^  bare PyTorch loop",
@@ -90,6 +94,7 @@ SMOKES = [
     pytest.param("host_memory.py", HOST_MEMORY_LINES, id="host_memory", marks=pytest.mark.slow),
     pytest.param("moe_throughput.py", MOE_LINES, id="moe_throughput", marks=pytest.mark.slow),
     pytest.param("operator_scale.py", OPERATOR_LINES, id="operator_scale", marks=pytest.mark.cluster),
+    pytest.param("seed_noise.py", NOISE_LINES, id="seed_noise", marks=pytest.mark.slow),
     pytest.param("trainer_throughput.py", TRAINER_LINES, id="trainer_throughput", marks=pytest.mark.slow),
 ]
 
@@ -100,7 +105,8 @@ def test_every_benchmark_runs_its_smoke_mode(script, lines, tmp_path):
     paths at tiny sizes, the figure lines checked for shape, never for value."""
     if script == "operator_scale.py":
         require_control_plane()
-    where = {"checkpoint_io.py": ["--dir", str(tmp_path)], "demo_time.py": ["--root", str(tmp_path)]}
+    where = {"checkpoint_io.py": ["--dir", str(tmp_path)], "demo_time.py": ["--root", str(tmp_path)],
+             "seed_noise.py": ["--root", str(tmp_path)]}
     r = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--smoke", *where.get(script, [])],
                        capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
