@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -62,6 +63,17 @@ def pretrained(tmp_path_factory) -> Path:
     result = run_trainer(job, out.parent)
     assert result.returncode == 0, result.stderr[-3000:]
     return out
+
+
+def kill_naming(path: Path) -> None:
+    """SIGKILL every process whose command line names `path`: all of a job's processes, as a node failure
+    would take them (torchrun starts its workers in sessions of their own, out of reach of a killpg)."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if str(path) in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ValueError):  # gone meanwhile, or not ours
+            pass
 
 
 def holding(path: Path) -> set[int]:

@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +12,7 @@ from safetensors.torch import load_file
 
 from stilts_contract.names import Exit
 from stilts_trainer.synthetic import XNLI_LANGUAGES
-from tests.conftest import job_body, run_trainer, trainer_command
+from tests.conftest import job_body, kill_naming, run_trainer, trainer_command
 
 pytestmark = pytest.mark.slow
 
@@ -90,14 +89,7 @@ def _run_until_checkpoint_then_kill(path, marker, timeout=300, nproc=1):
         assert time.time() < deadline
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
-    # torchrun starts its workers in sessions of their own: kill every process of this job, as a node
-    # failure would.
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if str(path) in (proc / "cmdline").read_bytes().decode(errors="replace"):
-                os.kill(int(proc.name), signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
+    kill_naming(path)
     process.wait()
     return env
 

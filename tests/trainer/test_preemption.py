@@ -21,7 +21,7 @@ import yaml
 from stilts_contract.names import Exit, launcher_exit
 from stilts_trainer import launch
 from stilts_trainer.preemption import Preempted, Watch
-from tests.conftest import REPO, holding, job_body, run_trainer, trainer_command
+from tests.conftest import REPO, holding, job_body, kill_naming, run_trainer, trainer_command
 
 HP = {"maxTrainExamples": 320, "maxSteps": 4, "evalEverySteps": 1000, "evalExamples": 64}
 
@@ -152,12 +152,7 @@ class Paused:
         """After a failed test: no process of this job is left (torchrun's workers have sessions of their own)."""
         if self.process.poll() is not None:
             return
-        for proc in Path("/proc").glob("[0-9]*"):
-            try:
-                if str(self.path) in (proc / "cmdline").read_bytes().decode(errors="replace"):
-                    os.kill(int(proc.name), signal.SIGKILL)
-            except (OSError, ValueError):
-                pass
+        kill_naming(self.path)
         self.process.wait(30)
 
 
@@ -363,8 +358,11 @@ def test_sigterm_or_sighup_stops_stilts_run_as_ctrl_c_does(tmp_path, signum, gro
     doc["spec"]["training"]["pretrain"]["maxSteps"] = 2000  # long enough to be running when the signal comes
     spec.write_text(yaml.safe_dump(doc))
     root = tmp_path / "runs"
+    # A terminal's session gets SIGHUP's default; a suite started under nohup would hand down its ignored
+    # SIGHUP, which `stilts run` rightly leaves ignored (nohup asked for that).
     cli = subprocess.Popen([sys.executable, "-m", "stilts.cli", "run", str(spec), "--root", str(root)],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     deadline = time.time() + 120
     while not list(root.glob("*/*/progress.json")):  # the pretrain job is training
         assert cli.poll() is None and time.time() < deadline, cli.communicate()[0][-3000:]
@@ -384,7 +382,10 @@ def test_sigterm_or_sighup_stops_stilts_run_as_ctrl_c_does(tmp_path, signum, gro
         assert cli.returncode == 128 + signum, out[-3000:]
         assert "interrupted" in out, out[-3000:]
         assert not holding(root), "no trainer left behind"
-    finally:  # what a failure left behind must not train on into the rest of the suite
+    finally:  # what a failure left behind must not train on (or start more jobs) into the rest of the suite
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
         for pid in holding(root):
             os.kill(pid, signal.SIGKILL)
     assert "SIGTERM: finishing this step, then committing a checkpoint" in (job / "train.log").read_text()
