@@ -363,12 +363,12 @@ def test_sigterm_or_sighup_stops_stilts_run_as_ctrl_c_does(tmp_path, signum, gro
     cli = subprocess.Popen([sys.executable, "-m", "stilts.cli", "run", str(spec), "--root", str(root)],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
-    deadline = time.time() + 120
-    while not list(root.glob("*/*/progress.json")):  # the pretrain job is training
-        assert cli.poll() is None and time.time() < deadline, cli.communicate()[0][-3000:]
-        time.sleep(0.2)
-    (job,) = [p.parent for p in root.glob("*/*/progress.json")]
     try:
+        deadline = time.time() + 120
+        while not list(root.glob("*/*/progress.json")):  # the pretrain job is training
+            assert cli.poll() is None and time.time() < deadline, cli.communicate()[0][-3000:]
+            time.sleep(0.2)
+        (job,) = [p.parent for p in root.glob("*/*/progress.json")]
         trainers = holding(job) - {cli.pid}
         assert trainers, "the running trainer holds its log"
         if group:
