@@ -756,7 +756,10 @@ def test_a_sequential_experiment_adds_seeds_after_its_first_look_and_decides_as_
         return {(key, field): value for key, c in look["comparisons"].items() for field, value in c.items()}
     for mine, theirs in zip(seen.looks, ex.looks):
         assert figures(mine) == pytest.approx(figures(theirs)), "the same figures at every look"
-    assert events(control_plane, namespace).count("Look") == len(ex.looks), "one event per look"
+    # Events are best effort (kopf posts them from a queue after the looks are written): a SIGKILL may drop
+    # the one in flight, never repeat one. The looks themselves are durable (records, status): checked above.
+    posted = events(control_plane, namespace).count("Look")
+    assert len(ex.looks) - kills <= posted <= len(ex.looks), "an event per look, none repeated"
     status = get(control_plane, namespace)["status"]
     assert status["answer"]["decision"] == ex.looks[-1]["decision"] and status["answer"]["seeds"] == ex.looks[-1]["seeds"]
     assert len(seen.items) == sum(1 for j in seen.jobs if j.phase == "evaluate"), "every run's items came home"
